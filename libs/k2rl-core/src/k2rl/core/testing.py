@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 
 import pytest
+
+from k2rl.core.net import free_loopback_port
+
+__all__ = ["free_loopback_port", "require_binary", "running_in_ci"]
 
 
 def running_in_ci() -> bool:
@@ -27,10 +30,3 @@ def require_binary(name: str, apt_package: str | None = None) -> str:
     if running_in_ci():
         pytest.fail(f"{name} is required in CI but not on PATH; {hint}")
     pytest.skip(f"{name} not found on PATH; {hint}")
-
-
-def free_loopback_port() -> int:
-    """A TCP port on 127.0.0.1 that was free when asked (bind to port 0 and read it back)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -1,0 +1,77 @@
+"""OpenTelemetry tracing: a tracer provider per service, OTLP export when configured.
+
+Export is off unless ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``K2RL_OTLP_ENDPOINT``) is set;
+``trace_file`` appends finished spans as JSON lines, which is how tests see one trace
+crossing several processes. Context crosses process boundaries as W3C ``traceparent``
+in gRPC metadata (see interceptors.py).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Sequence
+
+from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+PROPAGATOR: TextMapPropagator = TraceContextTextMapPropagator()
+
+
+class JsonLinesSpanExporter(SpanExporter):
+    """Appends each finished span as one JSON object per line (safe across threads)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("a", encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        lines = [json.dumps(span_to_dict(span)) + "\n" for span in spans]
+        with self._lock:
+            self._file.writelines(lines)
+            self._file.flush()
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
+def span_to_dict(span: ReadableSpan) -> dict[str, object]:
+    context = span.get_span_context()
+    return {
+        "name": span.name,
+        "trace_id": f"{context.trace_id:032x}",
+        "span_id": f"{context.span_id:016x}",
+        "parent_span_id": f"{span.parent.span_id:016x}" if span.parent else None,
+        "kind": span.kind.name,
+        "service": span.resource.attributes.get("service.name"),
+        "status": span.status.status_code.name,
+        "attributes": dict(span.attributes or {}),
+        "start_ns": span.start_time,
+        "end_ns": span.end_time,
+    }
+
+
+def build_tracer_provider(
+    service: str, otlp_endpoint: str | None = None, trace_file: Path | None = None
+) -> TracerProvider:
+    """Provider for one service; exporters only for the sinks that are configured."""
+    provider = TracerProvider(resource=Resource.create({"service.name": f"k2rl-{service}"}))
+    if otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint)))
+    if trace_file is not None:
+        provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(trace_file)))
+    return provider
