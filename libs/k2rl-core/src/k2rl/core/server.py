@@ -15,6 +15,7 @@ import threading
 from concurrent import futures
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from types import ModuleType
 from typing import Any, Callable, Iterable
 
 import grpc
@@ -41,6 +42,12 @@ class ServicerBinding:
     add_to_server: Callable[[Any, grpc.Server], None]
     servicer: Any
     full_name: str
+
+    @classmethod
+    def generated(cls, pb2: ModuleType, pb2_grpc: ModuleType, service: str, servicer: Any) -> "ServicerBinding":
+        """Binding for a protoc-generated service, e.g. ``(trainer_pb2, trainer_pb2_grpc, "TrainerService", s)``."""
+        add_to_server = getattr(pb2_grpc, f"add_{service}Servicer_to_server")
+        return cls(add_to_server, servicer, pb2.DESCRIPTOR.services_by_name[service].full_name)
 
 
 @dataclass
