@@ -16,15 +16,15 @@ PYTEST_ARGS ?=
 
 # --- bootstrap -------------------------------------------------------------------
 # torch is pinned to the CPU wheel that pip finds on local disk; a bare `torch` would pull
-# a multi-GB CUDA build. Every lib and service is installed editable (compat mode puts each
-# src/ on sys.path so the k2rl namespace package spans all of them).
+# a multi-GB CUDA build. Every lib and service is installed editable; with a plain src/ layout
+# setuptools adds each src/ to sys.path, so the k2rl namespace package spans all of them.
 $(STAMP): requirements/constraints.txt requirements/dev.txt $(DISTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q -c requirements/constraints.txt torch==2.13.0
 	$(PIP) install -q -c requirements/constraints.txt -r requirements/dev.txt
 	$(PIP) install -q -c requirements/constraints.txt --no-build-isolation \
-		--config-settings editable_mode=compat $(addprefix -e ,$(dir $(DISTS)))
+		$(addprefix -e ,$(dir $(DISTS)))
 	@touch $(STAMP)
 
 install: $(STAMP)

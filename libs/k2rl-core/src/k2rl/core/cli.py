@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import signal
-import sys
 import threading
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -22,6 +20,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console(stderr=True)
 
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file")]
+
+
+def _config_error(error: Exception) -> typer.Exit:
+    """A bad config file or value is the user's to fix: say what, no traceback."""
+    console.print(f"[red]configuration error:[/] {error}")
+    return typer.Exit(2)
 
 
 def _check_service_name(name: str) -> str:
@@ -49,7 +53,10 @@ def serve(
         raise typer.Exit(2)
     spec = specs[service]
     overrides = {"host": host, "port": port, "metrics_port": metrics_port, "log_level": log_level}
-    settings = load_settings(spec.settings_type, service, config, overrides)
+    try:
+        settings = load_settings(spec.settings_type, service, config, overrides)
+    except (ValueError, FileNotFoundError) as error:
+        raise _config_error(error) from None
     serve_forever(spec, settings)
 
 
@@ -79,7 +86,10 @@ def up(
     from k2rl.core.roundtrip import round_trip
 
     names = tuple(_check_service_name(n.strip()) for n in services.split(",")) if services else SERVICE_NAMES
-    cluster = LocalCluster(names, config, free_ports=free_ports, log_dir=log_dir)
+    try:
+        cluster = LocalCluster(names, config, free_ports=free_ports, log_dir=log_dir)
+    except (ValueError, FileNotFoundError) as error:
+        raise _config_error(error) from None
     stop_requested = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop_requested.set())
     cluster.start()
@@ -125,7 +135,10 @@ def status(
     """Probe every configured service's grpc health and print a table."""
     probes = []
     for name in SERVICE_NAMES:
-        settings = load_settings(ServiceSettings, name, config)
+        try:
+            settings = load_settings(ServiceSettings, name, config)
+        except (ValueError, FileNotFoundError) as error:
+            raise _config_error(error) from None
         probes.append(probe_health(name, settings.address, ClientOptions.from_settings(settings), timeout))
     console.print(_probe_table("k2rl status", probes))
     raise typer.Exit(0 if all(p.serving for p in probes) else 1)

@@ -7,8 +7,15 @@ from dataclasses import dataclass, replace
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from k2rl.core.client import ClientOptions, close_stub, create_stub
+
+
+PROBE_FAILURES = {
+    grpc.StatusCode.NOT_FOUND: "SERVICE_UNKNOWN",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "TIMEOUT",
+}
 
 
 @dataclass(frozen=True)
@@ -17,7 +24,7 @@ class HealthProbe:
 
     name: str
     address: str
-    status: str  # SERVING, NOT_SERVING, UNKNOWN, SERVICE_UNKNOWN or UNREACHABLE
+    status: str  # SERVING, NOT_SERVING, UNKNOWN, SERVICE_UNKNOWN, TIMEOUT or UNREACHABLE
     latency_ms: float
     error: str = ""
 
@@ -38,7 +45,7 @@ def probe_health(name: str, address: str, options: ClientOptions | None = None,
         status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
         return HealthProbe(name, address, status, (time.perf_counter() - started) * 1e3)
     except grpc.RpcError as error:
-        status = "SERVICE_UNKNOWN" if error.code() is grpc.StatusCode.NOT_FOUND else "UNREACHABLE"
+        status = PROBE_FAILURES.get(error.code(), "UNREACHABLE")
         return HealthProbe(name, address, status, (time.perf_counter() - started) * 1e3,
                            f"{error.code().name}: {error.details()}")
     finally:
@@ -54,3 +61,19 @@ def wait_until_serving(name: str, address: str, timeout_s: float,
         if probe.serving or time.monotonic() >= deadline:
             return probe
         time.sleep(0.1)
+
+
+def list_served_services(address: str, options: ClientOptions | None = None,
+                         timeout_s: float = 2.0) -> list[str]:
+    """Service names ``address`` serves, via server reflection (an authenticated call).
+
+    Raises ``grpc.RpcError`` (e.g. UNAUTHENTICATED with a wrong token, UNAVAILABLE when down).
+    """
+    options = replace(options or ClientOptions(), max_attempts=1)
+    stub = create_stub(reflection_pb2_grpc.ServerReflectionStub, address, options)
+    try:
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        replies = stub.ServerReflectionInfo(iter([request]), timeout=timeout_s)
+        return sorted(s.name for reply in replies for s in reply.list_services_response.service)
+    finally:
+        close_stub(stub)
