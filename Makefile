@@ -31,7 +31,7 @@ install: $(STAMP)
 
 # --- the two commands ------------------------------------------------------------
 run: $(STAMP)
-	$(VENV)/bin/k2rl run
+	$(VENV)/bin/k2rl up --check
 
 test: $(STAMP)
 	$(PYTEST) $(PYTEST_ARGS)

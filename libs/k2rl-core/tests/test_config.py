@@ -62,3 +62,10 @@ def test_unknown_service_and_missing_file_are_rejected(tmp_path: Path) -> None:
         load_settings(ServiceSettings, "trainr")
     with pytest.raises(FileNotFoundError):
         load_settings(ServiceSettings, "trainer", tmp_path / "missing.yaml")
+
+
+def test_aliased_keys_are_accepted_by_their_own_name_in_yaml(tmp_path: Path) -> None:
+    config = write_yaml(tmp_path, "state_url: redis://127.0.0.1:1/0\notlp_endpoint: http://127.0.0.1:4317\n")
+    settings = load_settings(ServiceSettings, "controller", config)
+    assert settings.state_url == "redis://127.0.0.1:1/0"
+    assert settings.otlp_endpoint == "http://127.0.0.1:4317"

@@ -55,7 +55,9 @@ def default_dependencies(host: str = "127.0.0.1") -> dict[str, str]:
 class ServiceSettings(BaseSettings):
     """Settings every k2rl service shares. Services subclass it to add their own keys."""
 
-    model_config = SettingsConfigDict(env_prefix="K2RL_", extra="forbid", validate_default=True)
+    model_config = SettingsConfigDict(
+        env_prefix="K2RL_", extra="forbid", validate_default=True, populate_by_name=True
+    )
 
     service: str = Field(description="service name, one of SERVICE_NAMES")
     host: str = Field("127.0.0.1", description="address the gRPC server binds")

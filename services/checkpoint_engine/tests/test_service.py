@@ -1,0 +1,25 @@
+"""The checkpoint_engine service starts on the shared runtime and serves its contract."""
+
+import grpc
+import pytest
+
+from k2rl.checkpoint_engine.service import SERVICE
+from k2rl.checkpoint_engine.v1 import checkpoint_engine_pb2, checkpoint_engine_pb2_grpc
+from k2rl.core.client import ClientOptions, close_stub, create_stub
+from k2rl.core.testing import assert_serves_contract, serve_in_process
+
+
+def test_serves_health_and_reflection_for_its_contract() -> None:
+    with serve_in_process(SERVICE, auth_token="t") as runtime:
+        assert_serves_contract(runtime, "k2rl.checkpoint_engine.v1.CheckpointEngineService")
+
+
+def test_rpcs_without_logic_yet_answer_unimplemented_not_a_crash() -> None:
+    with serve_in_process(SERVICE) as runtime:
+        stub = create_stub(checkpoint_engine_pb2_grpc.CheckpointEngineServiceStub, runtime.settings.address, ClientOptions())
+        try:
+            with pytest.raises(grpc.RpcError) as error:
+                stub.GetVersion(checkpoint_engine_pb2.GetVersionRequest(), timeout=5)
+        finally:
+            close_stub(stub)
+        assert error.value.code() is grpc.StatusCode.UNIMPLEMENTED
