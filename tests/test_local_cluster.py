@@ -11,9 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from k2rl.core.config import SERVICE_NAMES
 from k2rl.core.launcher import LocalCluster
+from k2rl.core.net import free_loopback_port
 
 K2RL = [sys.executable, "-m", "k2rl.core.cli"]
 
@@ -109,3 +111,30 @@ def test_serve_rejects_unknown_service(service: str) -> None:
     result = subprocess.run([*K2RL, "serve", service], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "unknown service" in result.stderr
+
+
+def test_status_and_health_commands_see_a_configured_deployment(tmp_path: Path) -> None:
+    config = tmp_path / "k2rl.yaml"
+    sections = {name: {"port": free_loopback_port(), "metrics_port": free_loopback_port()} for name in SERVICE_NAMES}
+    config.write_text(yaml.safe_dump({"auth_token": "tok", **sections}))
+    cluster = LocalCluster(SERVICE_NAMES, config, log_dir=tmp_path / "logs")
+    cluster.start()
+    try:
+        cluster.wait_until_serving(120)
+        status = subprocess.run([*K2RL, "status", "--config", str(config)], capture_output=True, text=True,
+                                timeout=60, env={**os.environ, "COLUMNS": "200"})
+        assert status.returncode == 0, status.stderr
+        assert status.stderr.count("SERVING") == len(SERVICE_NAMES)
+        healthy = subprocess.run([*K2RL, "health", cluster.launched["judge"].address],
+                                 capture_output=True, text=True, timeout=60)
+        assert healthy.returncode == 0 and healthy.stdout.strip() == "SERVING"
+        os.kill(cluster.launched["sandbox"].process.pid, signal.SIGKILL)
+        cluster.launched["sandbox"].process.wait(timeout=10)
+        status = subprocess.run([*K2RL, "status", "--config", str(config)], capture_output=True, text=True,
+                                timeout=60, env={**os.environ, "COLUMNS": "200"})
+        assert status.returncode == 1 and "UNREACHABLE" in status.stderr
+        dead = subprocess.run([*K2RL, "health", cluster.launched["sandbox"].address],
+                              capture_output=True, text=True, timeout=60)
+        assert dead.returncode == 1 and "UNREACHABLE" in dead.stdout
+    finally:
+        cluster.stop()
