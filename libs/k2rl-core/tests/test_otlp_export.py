@@ -9,10 +9,10 @@ import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from k2rl.core.client import ClientOptions
+from k2rl.core.config import ServiceSettings, load_settings
 from k2rl.core.health import list_served_services
 from k2rl.core.net import free_loopback_port
 from k2rl.core.server import ServiceRuntime, ServiceSpec
-from k2rl.core.config import ServiceSettings, load_settings
 
 
 class Collector(trace_service_pb2_grpc.TraceServiceServicer):

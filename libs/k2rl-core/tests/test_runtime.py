@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import grpc
 import pytest
@@ -16,7 +16,7 @@ from k2rl.core.client import ClientOptions, open_channel
 from k2rl.core.config import ServiceSettings, load_settings
 from k2rl.core.errors import FailedPrecondition
 from k2rl.core.net import free_loopback_port
-from k2rl.core.server import ServiceRuntime, ServiceSpec, ServicerBinding
+from k2rl.core.server import ServicerBinding, ServiceRuntime, ServiceSpec
 from k2rl.core.testing import require_binary
 
 ECHO_SERVICE = "k2rl.test.v1.EchoService"

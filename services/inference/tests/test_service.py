@@ -3,10 +3,10 @@
 import grpc
 import pytest
 
-from k2rl.inference.service import SERVICE
-from k2rl.inference.v1 import inference_pb2, inference_pb2_grpc
 from k2rl.core.client import ClientOptions, close_stub, create_stub
 from k2rl.core.testing import assert_serves_contract, serve_in_process
+from k2rl.inference.service import SERVICE
+from k2rl.inference.v1 import inference_pb2, inference_pb2_grpc
 
 
 def test_serves_health_and_reflection_for_its_contract() -> None:

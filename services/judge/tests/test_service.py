@@ -3,10 +3,10 @@
 import grpc
 import pytest
 
-from k2rl.judge.service import SERVICE
-from k2rl.judge.v1 import judge_pb2, judge_pb2_grpc
 from k2rl.core.client import ClientOptions, close_stub, create_stub
 from k2rl.core.testing import assert_serves_contract, serve_in_process
+from k2rl.judge.service import SERVICE
+from k2rl.judge.v1 import judge_pb2, judge_pb2_grpc
 
 
 def test_serves_health_and_reflection_for_its_contract() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -19,7 +19,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="k2rl: Kimi-K2-style MoE training and RL infrastructure.")
 console = Console(stderr=True)
 
-ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file")]
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file")]
 
 
 def _config_error(error: Exception) -> typer.Exit:
@@ -38,13 +38,14 @@ def _check_service_name(name: str) -> str:
 def serve(
     service: Annotated[str, typer.Argument(help=f"one of: {', '.join(SERVICE_NAMES)}")],
     config: ConfigOption = None,
-    host: Annotated[Optional[str], typer.Option(help="bind address")] = None,
-    port: Annotated[Optional[int], typer.Option(help="gRPC port")] = None,
-    metrics_port: Annotated[Optional[int], typer.Option(help="/metrics port")] = None,
-    log_level: Annotated[Optional[str], typer.Option(help="DEBUG, INFO, WARNING, ERROR")] = None,
+    host: Annotated[str | None, typer.Option(help="bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="gRPC port")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="/metrics port")] = None,
+    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING, ERROR")] = None,
 ) -> None:
     """Run one service in the foreground until SIGTERM / Ctrl-C."""
-    from k2rl.core.server import discover_services, serve as serve_forever
+    from k2rl.core.server import discover_services
+    from k2rl.core.server import serve as serve_forever
 
     _check_service_name(service)
     specs = discover_services()
@@ -75,7 +76,7 @@ def _probe_table(title: str, probes: list[HealthProbe], extra: dict[str, str] | 
 @app.command()
 def up(
     config: ConfigOption = None,
-    services: Annotated[Optional[str], typer.Option(help="comma-separated subset")] = None,
+    services: Annotated[str | None, typer.Option(help="comma-separated subset")] = None,
     free_ports: Annotated[bool, typer.Option(help="pick free loopback ports")] = False,
     check: Annotated[bool, typer.Option(help="round-trip every service, then shut down")] = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait for health")] = 90.0,

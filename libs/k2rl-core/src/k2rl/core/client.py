@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import grpc
 from opentelemetry import trace
@@ -36,7 +37,7 @@ class ClientOptions:
     tracer_provider: TracerProvider | None = field(default=None, compare=False)
 
     @classmethod
-    def from_settings(cls, settings: ServiceSettings, tracer_provider: TracerProvider | None = None) -> "ClientOptions":
+    def from_settings(cls, settings: ServiceSettings, tracer_provider: TracerProvider | None = None) -> ClientOptions:
         return cls(
             token=settings.token(),
             tls_ca_file=settings.tls_ca_file,
@@ -96,7 +97,7 @@ def create_stub(stub_type: Callable[[grpc.Channel], StubT], target: str,
     """
     channel = open_channel(target, options)
     stub = stub_type(channel)
-    setattr(stub, "_k2rl_channel", channel)
+    stub._k2rl_channel = channel
     return stub
 
 

@@ -11,7 +11,6 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from k2rl.core.client import ClientOptions, close_stub, create_stub
 
-
 PROBE_FAILURES = {
     grpc.StatusCode.NOT_FOUND: "SERVICE_UNKNOWN",
     grpc.StatusCode.DEADLINE_EXCEEDED: "TIMEOUT",

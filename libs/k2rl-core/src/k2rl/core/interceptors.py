@@ -10,7 +10,8 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 from opentelemetry import context as otel_context

@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable, Iterable
 from concurrent import futures
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from types import ModuleType
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -44,7 +45,7 @@ class ServicerBinding:
     full_name: str
 
     @classmethod
-    def generated(cls, pb2: ModuleType, pb2_grpc: ModuleType, service: str, servicer: Any) -> "ServicerBinding":
+    def generated(cls, pb2: ModuleType, pb2_grpc: ModuleType, service: str, servicer: Any) -> ServicerBinding:
         """Binding for a protoc-generated service, e.g. ``(trainer_pb2, trainer_pb2_grpc, "TrainerService", s)``."""
         add_to_server = getattr(pb2_grpc, f"add_{service}Servicer_to_server")
         return cls(add_to_server, servicer, pb2.DESCRIPTOR.services_by_name[service].full_name)

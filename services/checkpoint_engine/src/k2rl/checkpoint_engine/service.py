@@ -7,9 +7,9 @@ metrics like any other.
 
 from __future__ import annotations
 
-from k2rl.core.config import ServiceSettings
-from k2rl.core.server import ServiceContext, ServiceSpec, ServicerBinding
 from k2rl.checkpoint_engine.v1 import checkpoint_engine_pb2, checkpoint_engine_pb2_grpc
+from k2rl.core.config import ServiceSettings
+from k2rl.core.server import ServiceContext, ServicerBinding, ServiceSpec
 
 
 def build(context: ServiceContext) -> list[ServicerBinding]:

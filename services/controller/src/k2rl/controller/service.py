@@ -6,7 +6,7 @@ from k2rl.controller.servicer import ControllerServicer
 from k2rl.controller.v1 import controller_pb2, controller_pb2_grpc
 from k2rl.core.client import ClientOptions
 from k2rl.core.config import ServiceSettings
-from k2rl.core.server import ServiceContext, ServiceSpec, ServicerBinding
+from k2rl.core.server import ServiceContext, ServicerBinding, ServiceSpec
 
 
 def build(context: ServiceContext) -> list[ServicerBinding]:

@@ -8,7 +8,7 @@ metrics like any other.
 from __future__ import annotations
 
 from k2rl.core.config import ServiceSettings
-from k2rl.core.server import ServiceContext, ServiceSpec, ServicerBinding
+from k2rl.core.server import ServiceContext, ServicerBinding, ServiceSpec
 from k2rl.judge.v1 import judge_pb2, judge_pb2_grpc
 
 
