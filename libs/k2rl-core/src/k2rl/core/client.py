@@ -30,7 +30,7 @@ class ClientOptions:
     tls_ca_file: Path | None = None
     tls_server_name: str | None = None
     default_timeout_s: float | None = 30.0
-    max_message_bytes: int = 16 * MiB
+    max_message_bytes: int = 64 * MiB
     max_attempts: int = 4
     initial_backoff_s: float = 0.2
     max_backoff_s: float = 5.0

@@ -66,7 +66,7 @@ class ServiceSettings(BaseSettings):
         0, ge=0, le=65535, description="Prometheus /metrics HTTP port; 0 = the service's default"
     )
     metrics_host: str = "127.0.0.1"
-    max_message_bytes: int = Field(16 * MiB, gt=0, description="max gRPC message, both ways")
+    max_message_bytes: int = Field(64 * MiB, gt=0, description="max gRPC message, both ways")
     max_workers: int = Field(16, gt=0, description="gRPC handler threads")
     grace_period_s: float = Field(10.0, ge=0, description="drain time on SIGTERM")
     auth_token: SecretStr | None = Field(
