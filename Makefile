@@ -11,7 +11,7 @@ DISTS := $(wildcard libs/*/pyproject.toml) $(wildcard services/*/pyproject.toml)
 PYTEST := $(VENV)/bin/pytest
 PYTEST_ARGS ?=
 
-.PHONY: run test protos bench install clean-venv lint bazel-build \
+.PHONY: run test protos bench install clean-venv bazel-build \
 	$(addprefix test-,$(SERVICES)) $(addprefix test-,$(LIBS)) test-integration
 
 # --- bootstrap -------------------------------------------------------------------
@@ -53,7 +53,7 @@ protos: $(STAMP)
 bench: $(STAMP)
 	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
-bazel-build:
+bazel-build: $(STAMP)
 	bazel build //...
 
 clean-venv:
