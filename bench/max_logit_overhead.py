@@ -1,0 +1,107 @@
+"""Cost of tracking the per-head max logit (K2 §2.1 S_max^h) on k2-nano.
+
+Prints one JSON line. Without tracking, attention runs through SDPA; with tracking it runs
+from the materialised logits and takes their per-head max in the same pass (no second
+QK^T). Timings are medians over interleaved repetitions of the same batch:
+
+* ``ratio_forward``: forward with tracking / forward without (the headline figure);
+* ``ratio_train_step``: forward + backward, same comparison;
+* ``ratio_forward_eager_untracked``: the eager path with the max reduction stubbed out /
+  without tracking, which splits the overhead into "eager instead of SDPA" and "the max".
+
+    python bench/max_logit_overhead.py
+    python bench/max_logit_overhead.py --batch 8 --seq 1024 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from k2rl.models import attention, load_model
+
+
+def _timed(fn: Callable[[], None], device: str) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--preset", default="k2-nano")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--seq", type=int, default=512)
+    parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    model = load_model(args.preset, device=args.device)
+    ids = torch.randint(0, model.config.vocab_size, (args.batch, args.seq), device=args.device)
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(ids)
+
+    def train_step() -> None:
+        model.zero_grad(set_to_none=True)
+        model.token_logprobs(ids[:, :-1], ids[:, 1:]).mean().backward()
+
+    def configure(mode: str) -> None:
+        model.set_track_max_logits(mode != "untracked")
+        model.reset_max_logits()
+        attention.masked_head_max = stub if mode == "eager_no_max" else real_head_max
+
+    real_head_max = attention.masked_head_max
+
+    def stub(logits: torch.Tensor, mask: attention.AttentionMask) -> torch.Tensor:
+        return torch.zeros(logits.shape[1], device=logits.device)
+
+    modes = ("untracked", "tracked", "eager_no_max")
+    samples: dict[tuple[str, str], list[float]] = {(m, k): [] for m in modes for k in ("forward", "train")}
+    for mode in modes:  # warm-up
+        configure(mode)
+        forward()
+        train_step()
+    for _ in range(args.reps):
+        for mode in modes:
+            configure(mode)
+            samples[(mode, "forward")].append(_timed(forward, args.device))
+            samples[(mode, "train")].append(_timed(train_step, args.device))
+    configure("untracked")
+
+    med = {key: statistics.median(values) for key, values in samples.items()}
+    print(
+        json.dumps(
+            {
+                "bench": "max_logit_overhead",
+                "preset": args.preset,
+                "device": args.device,
+                "threads": args.threads,
+                "batch": args.batch,
+                "seq": args.seq,
+                "forward_untracked_s": round(med[("untracked", "forward")], 5),
+                "forward_tracked_s": round(med[("tracked", "forward")], 5),
+                "ratio_forward": round(med[("tracked", "forward")] / med[("untracked", "forward")], 4),
+                "ratio_train_step": round(med[("tracked", "train")] / med[("untracked", "train")], 4),
+                "ratio_forward_eager_untracked": round(
+                    med[("eager_no_max", "forward")] / med[("untracked", "forward")], 4
+                ),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

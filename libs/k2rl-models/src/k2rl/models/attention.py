@@ -1,0 +1,103 @@
+"""Scaled dot-product attention with the per-head max logit of K2 §2.1, in one pass.
+
+QK-Clip needs S_max^h = max over the batch of the pre-softmax logits of head h
+(softmax_scale * q_i . k_j, masked pairs excluded). Fused kernels (SDPA / flash) never
+expose those logits, so while tracking we compute attention from the materialised logits
+and take their max on the way to the softmax: the extra cost is one reduction over a
+tensor the softmax reads anyway, not a second QK^T. Without tracking we use SDPA.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from k2rl.models.context import AttentionMask
+
+
+def masked_head_max(logits: torch.Tensor, mask: AttentionMask) -> torch.Tensor:
+    """Per-head max of already-masked logits [B, H, Sq, Sk] over batch, queries and keys -> [H] fp32.
+
+    Query rows that are padding (``mask.query_valid`` False) are left out.
+    """
+    row_max = logits.detach().amax(dim=-1)  # [B, H, Sq]
+    if mask.query_valid is not None:
+        row_max = row_max.masked_fill(~mask.query_valid[:, None, :], float("-inf"))
+    return row_max.amax(dim=(0, 2)).float()
+
+
+def masked_softmax(
+    logits: torch.Tensor, mask: AttentionMask, dtype: torch.dtype, *, track_max: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """softmax over keys of logits [B, H, Sq, Sk] with disallowed pairs removed.
+
+    Returns the probabilities (in ``dtype``) and, if ``track_max``, the per-head max logit
+    [H], read off the same masked logits the softmax consumes. ``logits`` must be a fresh
+    tensor: it is masked in place to save a pass over it.
+    """
+    logits = logits.masked_fill_(~mask.allowed, float("-inf"))
+    head_max = masked_head_max(logits, mask) if track_max else None
+    return torch.softmax(logits, dim=-1, dtype=torch.float32).to(dtype), head_max
+
+
+def dot_product_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: AttentionMask,
+    scale: float,
+    *,
+    track_max: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Grouped-query attention: query [B, Hq, Sq, D], key [B, Hk, Sk, D], value [B, Hk, Sk, Dv].
+
+    Query head h reads key/value head h // (Hq / Hk) (HF ``repeat_kv`` order). Returns the
+    output [B, Hq, Sq, Dv] and the per-head max logit [Hq] when ``track_max``.
+    """
+    batch, q_heads, q_len, head_dim = query.shape
+    kv_heads, k_len = key.shape[1], key.shape[2]
+    if not track_max:
+        out = F.scaled_dot_product_attention(
+            query,
+            key,
+            value,
+            attn_mask=None if mask.is_causal else mask.allowed,
+            is_causal=mask.is_causal,
+            scale=scale,
+            enable_gqa=q_heads != kv_heads,
+        )
+        return out, None
+    # Fold the query heads sharing a key/value head into the row dimension, so one 4-D
+    # matmul serves the group without repeating K/V: [B, Hk, group * Sq, D]. Scaling q
+    # (not the logits) saves a pass over the [Sq, Sk] logits.
+    group = q_heads // kv_heads
+    q = (query * scale).reshape(batch, kv_heads, group * q_len, head_dim)
+    logits = (q @ key.transpose(-1, -2)).view(batch, q_heads, q_len, k_len)
+    probs, head_max = masked_softmax(logits, mask, value.dtype, track_max=True)
+    out = probs.view(batch, kv_heads, group * q_len, k_len) @ value
+    return out.view(batch, q_heads, q_len, value.shape[-1]), head_max
+
+
+class MaxLogitTracker:
+    """Running per-head max of the pre-softmax logits (K2 §2.1 S_max^h), for QK-Clip.
+
+    Mixed into attention modules. ``max_logits`` is a detached fp32 [num_heads] tensor
+    holding the max over every forward since ``reset_max_logits()`` (micro-batches of one
+    optimizer step accumulate), or None when nothing was recorded.
+    """
+
+    track_max_logits: bool
+    max_logits: torch.Tensor | None
+
+    def _init_max_logit_tracking(self) -> None:
+        self.track_max_logits = False
+        self.max_logits = None
+
+    def reset_max_logits(self) -> None:
+        self.max_logits = None
+
+    def _record_max_logits(self, head_max: torch.Tensor | None) -> None:
+        if head_max is None:
+            return
+        head_max = head_max.detach().float()
+        self.max_logits = head_max if self.max_logits is None else torch.maximum(self.max_logits, head_max)
