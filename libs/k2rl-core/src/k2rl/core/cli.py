@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated
 
@@ -156,7 +157,22 @@ def health(
     raise typer.Exit(0 if probe.serving else 1)
 
 
+def add_plugin_commands(root: typer.Typer) -> None:
+    """Mount sub-command groups that installed packages register under ``k2rl.cli``.
+
+    A service adds e.g. ``k2rl train ...`` with an entry point
+    ``[project.entry-points."k2rl.cli"] train = "k2rl.trainer.cli:app"`` (a ``typer.Typer``),
+    so the core CLI never imports service code directly.
+    """
+    for entry in entry_points(group="k2rl.cli"):
+        sub_app = entry.load()
+        if not isinstance(sub_app, typer.Typer):
+            raise TypeError(f"entry point {entry.value} is not a typer.Typer")
+        root.add_typer(sub_app, name=entry.name)
+
+
 def main() -> None:
+    add_plugin_commands(app)
     app()
 
 
