@@ -8,7 +8,14 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from k2rl.models import from_hf_config, get_preset, load_model, preset_names, save_model, to_hf_config
+from k2rl.models import (
+    from_hf_config,
+    get_preset,
+    load_model,
+    preset_names,
+    save_model,
+    to_hf_config,
+)
 from k2rl.models.checkpoint import INDEX_FILE, load_state_dict
 from k2rl.models.fp8 import FP8_DTYPE, dequantize_fp8_blocks, quantize_fp8_blocks
 from k2rl.models.testing import tiny_gqa, tiny_mla, tiny_model
@@ -20,7 +27,9 @@ def test_sharded_round_trip_is_bit_exact(tmp_path):
     index = json.loads((tmp_path / INDEX_FILE).read_text())
     shards = set(index["weight_map"].values())
     assert len(shards) > 3 and all((tmp_path / s).exists() for s in shards)
-    assert index["metadata"]["total_size"] == sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    assert index["metadata"]["total_size"] == sum(
+        t.numel() * t.element_size() for t in model.state_dict().values()
+    )
 
     loaded = load_model(tmp_path)
     assert loaded.config == model.config
@@ -59,7 +68,9 @@ def test_unknown_and_missing_tensors_are_errors_but_mtp_layers_are_skipped(tmp_p
 
 def test_fp8_block_quantisation_round_trip():
     g = torch.Generator().manual_seed(0)
-    w = torch.randn(300, 200, generator=g) * torch.logspace(-3, 1, 200)  # very different column scales
+    w = torch.randn(300, 200, generator=g) * torch.logspace(
+        -3, 1, 200
+    )  # very different column scales
     w[:128, :128] = 0.0  # an all-zero block must not divide by zero
     q, scale_inv = quantize_fp8_blocks(w)
     assert q.dtype == FP8_DTYPE and q.shape == w.shape
@@ -112,12 +123,21 @@ def test_load_in_bf16_keeps_the_router_in_fp32(tmp_path):
     model = load_model(tmp_path)  # "auto": the checkpoint's dtype
     assert model.lm_head.weight.dtype == torch.bfloat16
     moe = model.moe_modules()[0][1]
-    assert moe.gate.weight.dtype == torch.float32 and moe.gate.e_score_correction_bias.dtype == torch.float32
+    assert (
+        moe.gate.weight.dtype == torch.float32
+        and moe.gate.e_score_correction_bias.dtype == torch.float32
+    )
     assert model(torch.randint(0, 96, (1, 5))).dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize(
-    "config", [tiny_mla(), tiny_mla(q_lora_rank=None, n_group=4, topk_group=2), tiny_gqa(), *map(get_preset, preset_names())]
+    "config",
+    [
+        tiny_mla(),
+        tiny_mla(q_lora_rank=None, n_group=4, topk_group=2),
+        tiny_gqa(),
+        *map(get_preset, preset_names()),
+    ],
 )
 def test_config_round_trips_through_hf_json(config):
     d = json.loads(json.dumps(to_hf_config(config)))

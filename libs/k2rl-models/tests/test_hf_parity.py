@@ -86,7 +86,9 @@ def _compare(hf_model, tmp_path, input_ids, *, sensitivity=None):
         (24, False, YARN_HF, 2, True),  # half-split rope layout, tied embeddings
     ],
 )
-def test_deepseek_v3_logits_match_transformers(tmp_path, q_lora_rank, rope_interleave, rope, n_group, tie):
+def test_deepseek_v3_logits_match_transformers(
+    tmp_path, q_lora_rank, rope_interleave, rope, n_group, tie
+):
     hf_model = _deepseek_hf(q_lora_rank, rope_interleave, rope, n_group, tie)
     input_ids = torch.randint(0, 96, (2, 24), generator=torch.Generator().manual_seed(1))
     ours = _compare(hf_model, tmp_path, input_ids)
@@ -120,7 +122,10 @@ GQA_CASES = {
     "qwen3-yarn": (
         "Qwen3Config",
         "Qwen3ForCausalLM",
-        dict(tie_word_embeddings=True, rope_parameters={**YARN_HF, "mscale": None, "mscale_all_dim": None}),
+        dict(
+            tie_word_embeddings=True,
+            rope_parameters={**YARN_HF, "mscale": None, "mscale_all_dim": None},
+        ),
     ),
 }
 

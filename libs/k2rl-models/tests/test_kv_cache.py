@@ -68,23 +68,38 @@ def test_paged_slots_give_the_same_logits_as_contiguous(tiny_model):
     vocab, total, prefill = tiny_model.config.vocab_size, 12, 8
     tokens = torch.randint(0, vocab, (2, total), generator=torch.Generator().manual_seed(1))
     expected = _full_logits(tiny_model, list(tokens))
-    slot_of = torch.randperm(64, generator=torch.Generator().manual_seed(2))[: 2 * total].view(2, total)
+    slot_of = torch.randperm(64, generator=torch.Generator().manual_seed(2))[: 2 * total].view(
+        2, total
+    )
     cache = tiny_model.allocate_kv_cache(num_slots=64)
     with torch.no_grad():
-        slots = CacheSlots(write=slot_of[:, :prefill], read=slot_of[:, :prefill], read_lens=torch.tensor([prefill] * 2))
-        tiny_model(tokens[:, :prefill], torch.arange(prefill)[None].expand(2, -1), kv_cache=cache, cache_slots=slots)
+        slots = CacheSlots(
+            write=slot_of[:, :prefill],
+            read=slot_of[:, :prefill],
+            read_lens=torch.tensor([prefill] * 2),
+        )
+        tiny_model(
+            tokens[:, :prefill],
+            torch.arange(prefill)[None].expand(2, -1),
+            kv_cache=cache,
+            cache_slots=slots,
+        )
         for pos in range(prefill, total):
             slots = CacheSlots(
-                write=slot_of[:, pos : pos + 1], read=slot_of[:, : pos + 1], read_lens=torch.tensor([pos + 1] * 2)
+                write=slot_of[:, pos : pos + 1],
+                read=slot_of[:, : pos + 1],
+                read_lens=torch.tensor([pos + 1] * 2),
             )
-            logits = tiny_model(tokens[:, pos : pos + 1], torch.full((2, 1), pos), kv_cache=cache, cache_slots=slots)
+            logits = tiny_model(
+                tokens[:, pos : pos + 1], torch.full((2, 1), pos), kv_cache=cache, cache_slots=slots
+            )
             for b in range(2):
                 torch.testing.assert_close(logits[b, 0], expected[b][pos], atol=ATOL, rtol=0)
 
 
 @pytest.mark.parametrize("absorb_max_query_len", [0, 64])
 def test_mla_absorbed_and_expanded_cache_paths_agree(monkeypatch, absorb_max_query_len):
-    """Forces every cached forward through one evaluation order; both must match the full forward."""
+    """Force every cached forward through one evaluation order; each must match the full one."""
     monkeypatch.setattr(deepseek_v3, "ABSORB_MAX_QUERY_LEN", absorb_max_query_len)
     model = make_tiny_model("mla", q_lora_rank=None)
     tokens = torch.randint(0, 96, (2, 10), generator=torch.Generator().manual_seed(4))

@@ -37,10 +37,14 @@ def test_chunked_logprobs_and_gradients_match_naive(chunk_size, temperature):
 
 
 def test_model_token_logprobs_match_logits(tiny_model):
-    ids = torch.randint(0, tiny_model.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(
+        0, tiny_model.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(1)
+    )
     targets = torch.roll(ids, -1, dims=1)
     with torch.no_grad():
-        expected = torch.log_softmax(tiny_model(ids).float() / 0.8, -1).gather(-1, targets[..., None])[..., 0]
+        expected = torch.log_softmax(tiny_model(ids).float() / 0.8, -1).gather(
+            -1, targets[..., None]
+        )[..., 0]
         got = tiny_model.token_logprobs(ids, targets, temperature=0.8, chunk_size=5)
     torch.testing.assert_close(got, expected, atol=2e-5, rtol=0)
 
@@ -54,5 +58,7 @@ def test_tied_embedding_receives_gradient_from_both_uses():
     model.token_logprobs(ids, torch.roll(ids, -1, 1), chunk_size=3).sum().backward()
     chunked = model.lm_head.weight.grad.clone()
     model.zero_grad()
-    torch.log_softmax(model(ids).float(), -1).gather(-1, torch.roll(ids, -1, 1)[..., None]).sum().backward()
+    torch.log_softmax(model(ids).float(), -1).gather(
+        -1, torch.roll(ids, -1, 1)[..., None]
+    ).sum().backward()
     torch.testing.assert_close(chunked, model.lm_head.weight.grad, atol=1e-5, rtol=1e-4)

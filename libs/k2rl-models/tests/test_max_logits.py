@@ -16,7 +16,9 @@ from k2rl.models.llama import GQAttention
 from k2rl.models.rope import rope_frequencies
 
 
-def _rotate(x: torch.Tensor, positions: torch.Tensor, attn_config, interleaved: bool) -> torch.Tensor:
+def _rotate(
+    x: torch.Tensor, positions: torch.Tensor, attn_config, interleaved: bool
+) -> torch.Tensor:
     """RoPE as complex multiplication: x [B, S, ..., D] at positions [B, S]."""
     rope, dim = attn_config
     inv_freq, factor = rope_frequencies(rope.rope, dim, rope.max_position_embeddings)
@@ -39,7 +41,11 @@ def reference_logits(model, attn, x: torch.Tensor, positions: torch.Tensor) -> t
     cfg = model.config
     batch, seq, _ = x.shape
     if isinstance(attn, MLAttention):
-        q = attn.q_proj(x) if attn.q_lora_rank is None else attn.q_b_proj(attn.q_a_layernorm(attn.q_a_proj(x)))
+        q = (
+            attn.q_proj(x)
+            if attn.q_lora_rank is None
+            else attn.q_b_proj(attn.q_a_layernorm(attn.q_a_proj(x)))
+        )
         q = q.view(batch, seq, attn.num_heads, attn.qk_nope_head_dim + attn.qk_rope_head_dim)
         kv_a = attn.kv_a_proj_with_mqa(x)
         latent = attn.kv_a_layernorm(kv_a[..., : attn.kv_lora_rank])
@@ -49,7 +55,9 @@ def reference_logits(model, attn, x: torch.Tensor, positions: torch.Tensor) -> t
         k_rope = _rotate(kv_a[..., attn.kv_lora_rank :], positions, spec, attn.rope_interleave)
         out = torch.empty(batch, attn.num_heads, seq, seq, dtype=torch.float64)
         for h in range(attn.num_heads):
-            nope = q[:, :, h, : attn.qk_nope_head_dim].double() @ kv[:, :, h, : attn.qk_nope_head_dim].double().transpose(1, 2)
+            nope = q[:, :, h, : attn.qk_nope_head_dim].double() @ kv[
+                :, :, h, : attn.qk_nope_head_dim
+            ].double().transpose(1, 2)
             rope = q_rope[:, :, h] @ k_rope.transpose(1, 2)
             out[:, h] = (nope + rope) * attn.softmax_scale
         return out
@@ -70,7 +78,9 @@ def reference_logits(model, attn, x: torch.Tensor, positions: torch.Tensor) -> t
 def capture_attention_inputs(model):
     inputs: dict[int, torch.Tensor] = {}
     handles = [
-        attn.register_forward_pre_hook(lambda mod, args, i=i: inputs.__setitem__(i, args[0].detach()))
+        attn.register_forward_pre_hook(
+            lambda mod, args, i=i: inputs.__setitem__(i, args[0].detach())
+        )
         for i, attn in model.attention_modules()
     ]
     return inputs, handles
@@ -106,7 +116,10 @@ def _packed_batch(vocab: int):
     # row 0: three packed documents; row 1: one document then 4 padding tokens
     document_ids = torch.tensor([[0] * 7 + [1] * 5 + [2] * 8, [0] * 16 + [-1] * 4])
     positions = torch.cat(
-        [torch.cat([torch.arange(7), torch.arange(5), torch.arange(8)])[None], torch.arange(20)[None]]
+        [
+            torch.cat([torch.arange(7), torch.arange(5), torch.arange(8)])[None],
+            torch.arange(20)[None],
+        ]
     )
     return input_ids, positions, document_ids
 
@@ -126,9 +139,13 @@ def test_max_logits_equal_brute_force_with_packing_and_padding(tiny_model):
 
 def test_max_logits_are_a_running_max_until_reset(tiny_model):
     input_ids, positions, document_ids = _packed_batch(tiny_model.config.vocab_size)
-    other = torch.randint(0, tiny_model.config.vocab_size, (1, 20), generator=torch.Generator().manual_seed(9))
+    other = torch.randint(
+        0, tiny_model.config.vocab_size, (1, 20), generator=torch.Generator().manual_seed(9)
+    )
     first = brute_force_max(tiny_model, input_ids, positions, document_ids)
-    second = brute_force_max(tiny_model, other, torch.arange(20)[None], torch.zeros(1, 20, dtype=torch.long))
+    second = brute_force_max(
+        tiny_model, other, torch.arange(20)[None], torch.zeros(1, 20, dtype=torch.long)
+    )
 
     assert all(attn.max_logits is None for _, attn in tiny_model.attention_modules())
     with torch.no_grad():
@@ -140,7 +157,9 @@ def test_max_logits_are_a_running_max_until_reset(tiny_model):
         tiny_model(input_ids, positions, document_ids=document_ids)
         tiny_model(other)
     for i, attn in tiny_model.attention_modules():
-        torch.testing.assert_close(attn.max_logits, torch.maximum(first[i], second[i]), atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(
+            attn.max_logits, torch.maximum(first[i], second[i]), atol=1e-4, rtol=1e-5
+        )
         assert not attn.max_logits.requires_grad
     assert sorted(tiny_model.max_logits()) == [i for i, _ in tiny_model.attention_modules()]
 
@@ -156,7 +175,9 @@ def test_tracking_does_not_change_outputs_or_gradients(tiny_model):
         tiny_model.zero_grad()
         logits = tiny_model(input_ids, positions, document_ids=document_ids)
         logits.square().mean().backward()
-        return logits.detach(), {n: p.grad.clone() for n, p in tiny_model.named_parameters() if p.grad is not None}
+        return logits.detach(), {
+            n: p.grad.clone() for n, p in tiny_model.named_parameters() if p.grad is not None
+        }
 
     plain_logits, plain_grads = run()
     tiny_model.set_track_max_logits(True)

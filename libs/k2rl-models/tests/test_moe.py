@@ -18,10 +18,15 @@ def _brute_force_route(logits, bias, top_k, n_group, topk_group, norm, scale):
     per_group = num_experts // n_group
     weights, indices = [], []
     for t in range(logits.shape[0]):
-        group_score = [choice[t, g * per_group : (g + 1) * per_group].topk(min(2, per_group)).values.sum() for g in range(n_group)]
+        group_score = [
+            choice[t, g * per_group : (g + 1) * per_group].topk(min(2, per_group)).values.sum()
+            for g in range(n_group)
+        ]
         groups = sorted(range(n_group), key=lambda g: -group_score[g])[:topk_group]
         allowed = [e for e in range(num_experts) if e // per_group in groups]
-        best = max(itertools.combinations(allowed, top_k), key=lambda s: sum(choice[t, e] for e in s))
+        best = max(
+            itertools.combinations(allowed, top_k), key=lambda s: sum(choice[t, e] for e in s)
+        )
         w = scores[t, list(best)]
         if norm:
             w = w / w.sum()
@@ -36,10 +41,17 @@ def test_route_matches_brute_force_with_groups_and_bias():
     bias = torch.randn(8, generator=g) * 0.5
     for n_group, topk_group, norm in [(1, 1, True), (4, 2, True), (2, 1, False)]:
         weights, indices = route(
-            logits, bias, top_k=3 if n_group != 2 else 2, n_group=n_group, topk_group=topk_group,
-            norm_topk_prob=norm, routed_scaling_factor=2.5,
+            logits,
+            bias,
+            top_k=3 if n_group != 2 else 2,
+            n_group=n_group,
+            topk_group=topk_group,
+            norm_topk_prob=norm,
+            routed_scaling_factor=2.5,
         )
-        ref_w, ref_i = _brute_force_route(logits, bias, 3 if n_group != 2 else 2, n_group, topk_group, norm, 2.5)
+        ref_w, ref_i = _brute_force_route(
+            logits, bias, 3 if n_group != 2 else 2, n_group, topk_group, norm, 2.5
+        )
         for t in range(12):
             assert sorted(indices[t].tolist()) == ref_i[t]
             for e, w in zip(indices[t].tolist(), weights[t].tolist(), strict=True):
@@ -49,7 +61,15 @@ def test_route_matches_brute_force_with_groups_and_bias():
 def test_bias_changes_selection_but_weights_come_from_unbiased_scores():
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
     bias = torch.tensor([0.0, 0.0, 0.0, 5.0])  # drags expert 3 into the top-2
-    weights, indices = route(logits, bias, top_k=2, n_group=1, topk_group=1, norm_topk_prob=False, routed_scaling_factor=1.0)
+    weights, indices = route(
+        logits,
+        bias,
+        top_k=2,
+        n_group=1,
+        topk_group=1,
+        norm_topk_prob=False,
+        routed_scaling_factor=1.0,
+    )
     assert sorted(indices[0].tolist()) == [0, 3]
     got = dict(zip(indices[0].tolist(), weights[0].tolist(), strict=True))
     assert abs(got[3] - torch.sigmoid(torch.tensor(-1.0)).item()) < 1e-6
@@ -65,7 +85,10 @@ def test_moe_forward_equals_explicit_per_token_sum():
         flat = x.reshape(-1, 32)
         expected = torch.stack(
             [
-                sum(w * moe.experts[e](flat[t]) for e, w in zip(indices[t].tolist(), weights[t], strict=True))
+                sum(
+                    w * moe.experts[e](flat[t])
+                    for e, w in zip(indices[t].tolist(), weights[t], strict=True)
+                )
                 + moe.shared_experts(flat[t])
                 for t in range(10)
             ]

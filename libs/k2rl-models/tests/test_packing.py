@@ -69,7 +69,9 @@ def test_packed_token_logprobs_match_separate(tiny_model):
     packed = torch.cat(docs)[None]
     targets = torch.cat([torch.cat([d[1:], torch.tensor([-100])]) for d in docs])[None]
     with torch.no_grad():
-        got = tiny_model.token_logprobs(packed, targets, cu_seqlens=torch.tensor([0, 5, 14, 17]), chunk_size=4)
+        got = tiny_model.token_logprobs(
+            packed, targets, cu_seqlens=torch.tensor([0, 5, 14, 17]), chunk_size=4
+        )
         expected = []
         for d in docs:
             logp = torch.log_softmax(tiny_model(d[None])[0].float(), dim=-1)

@@ -14,7 +14,9 @@ def test_k2_nano_has_the_k2_shape_at_a_few_million_parameters():
     config = get_preset("k2-nano")
     counts = parameter_counts(config)
     assert 2e6 < counts.total < 10e6
-    assert config.q_lora_rank is not None and config.n_group == 1 and config.first_k_dense_replace == 1
+    assert (
+        config.q_lora_rank is not None and config.n_group == 1 and config.first_k_dense_replace == 1
+    )
     assert config.n_shared_experts == 1 and config.num_hidden_layers > config.first_k_dense_replace
     model = load_model("k2-nano")
     assert isinstance(model, DeepseekV3ForCausalLM)
@@ -23,7 +25,15 @@ def test_k2_nano_has_the_k2_shape_at_a_few_million_parameters():
     assert 10e6 < parameter_counts(get_preset("k2-micro")).total < 100e6
 
 
-@pytest.mark.parametrize("config", [tiny_mla(), tiny_mla(q_lora_rank=None, attention_bias=True), tiny_gqa(), tiny_gqa(model_type="qwen2", qkv_bias=True, qk_norm=False)])
+@pytest.mark.parametrize(
+    "config",
+    [
+        tiny_mla(),
+        tiny_mla(q_lora_rank=None, attention_bias=True),
+        tiny_gqa(),
+        tiny_gqa(model_type="qwen2", qkv_bias=True, qk_norm=False),
+    ],
+)
 def test_parameter_counts_match_built_models(config):
     model = build_model(config, device="meta")
     assert sum(p.numel() for p in model.parameters()) == parameter_counts(config).total

@@ -28,7 +28,9 @@ def test_yarn_frequencies_match_transformers(preset):
 
     config = get_preset(preset)
     hf_config = transformers.DeepseekV3Config(**to_hf_config(config))
-    inv_freq, factor = rope_frequencies(config.rope, config.qk_rope_head_dim, config.max_position_embeddings)
+    inv_freq, factor = rope_frequencies(
+        config.rope, config.qk_rope_head_dim, config.max_position_embeddings
+    )
     hf_inv_freq, hf_factor = ROPE_INIT_FUNCTIONS["yarn"](hf_config, "cpu")
     torch.testing.assert_close(inv_freq, hf_inv_freq, atol=0, rtol=1e-6)
     assert factor == pytest.approx(hf_factor)
@@ -38,8 +40,12 @@ def test_llama3_frequencies_match_transformers():
     transformers = pytest.importorskip("transformers")
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-    rope = RopeConfig(theta=500000.0, type="llama3", factor=8.0, original_max_position_embeddings=8192)
-    config = LlamaConfig(hidden_size=4096, num_attention_heads=32, num_key_value_heads=8, head_dim=128, rope=rope)
+    rope = RopeConfig(
+        theta=500000.0, type="llama3", factor=8.0, original_max_position_embeddings=8192
+    )
+    config = LlamaConfig(
+        hidden_size=4096, num_attention_heads=32, num_key_value_heads=8, head_dim=128, rope=rope
+    )
     from k2rl.models import to_hf_config as dump
 
     hf_inv_freq, _ = ROPE_INIT_FUNCTIONS["llama3"](transformers.LlamaConfig(**dump(config)), "cpu")

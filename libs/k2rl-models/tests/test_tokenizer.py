@@ -15,7 +15,11 @@ TOOLS = [
         "function": {
             "name": "get_weather",
             "description": "Get weather for a location and date",
-            "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]},
+            "parameters": {
+                "type": "object",
+                "properties": {"location": {"type": "string"}},
+                "required": ["location"],
+            },
         },
     }
 ]
@@ -26,8 +30,14 @@ DIALOG = [
         "role": "assistant",
         "content": "Checking.",
         "tool_calls": [
-            {"type": "function", "function": {"name": "get_weather", "arguments": '{"location": "Beijing"}'}},
-            {"type": "function", "function": {"name": "get_weather", "arguments": {"location": "Paris"}}},
+            {
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"location": "Beijing"}'},
+            },
+            {
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": {"location": "Paris"}},
+            },
         ],
     },
     {"role": "tool", "tool_call_id": "functions.get_weather:0", "content": "sunny"},
@@ -62,11 +72,15 @@ def test_k2_chat_template_renders_tool_calls_in_k2_format():
     assert text.startswith("<|im_system|>tool_declare<|im_middle|>[{")
     assert (
         "<|im_assistant|>assistant<|im_middle|>Checking.<|tool_calls_section_begin|>"
-        '<|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>{"location": "Beijing"}<|tool_call_end|>'
-        '<|tool_call_begin|>functions.get_weather:1<|tool_call_argument_begin|>{"location": "Paris"}<|tool_call_end|>'
+        "<|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>"
+        '{"location": "Beijing"}<|tool_call_end|>'
+        "<|tool_call_begin|>functions.get_weather:1<|tool_call_argument_begin|>"
+        '{"location": "Paris"}<|tool_call_end|>'
         "<|tool_calls_section_end|><|im_end|>"
     ) in text
-    assert "<|im_system|>tool<|im_middle|>## Return of functions.get_weather:1\nrain<|im_end|>" in text
+    assert (
+        "<|im_system|>tool<|im_middle|>## Return of functions.get_weather:1\nrain<|im_end|>" in text
+    )
     assert text.endswith("<|im_assistant|>assistant<|im_middle|>")
     ids = tok.apply_chat_template(DIALOG, tools=TOOLS)
     assert all(tok.token_to_id(t) is not None for t in K2_CHAT_TOKENS)
@@ -76,7 +90,8 @@ def test_k2_chat_template_renders_tool_calls_in_k2_format():
 def test_tool_calls_parse_back_from_a_completion():
     completion = (
         "Let me look.<|tool_calls_section_begin|>"
-        '<|tool_call_begin|> functions.get_weather:0 <|tool_call_argument_begin|>{"location": "Beijing"}<|tool_call_end|>'
+        "<|tool_call_begin|> functions.get_weather:0 <|tool_call_argument_begin|>"
+        '{"location": "Beijing"}<|tool_call_end|>'
         "<|tool_call_begin|>functions.calc:1<|tool_call_argument_begin|>{}<|tool_call_end|>"
         "<|tool_call_begin|>not-an-id<|tool_call_argument_begin|>{}<|tool_call_end|>"
         "<|tool_calls_section_end|><|im_end|>"
@@ -100,9 +115,13 @@ def hf_tokenizer_dir(tmp_path):
     tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = tokenizers.decoders.ByteLevel()
     trainer = tokenizers.trainers.BpeTrainer(
-        vocab_size=400, special_tokens=specials, initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=400,
+        special_tokens=specials,
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
     )
-    tok.train_from_iterator(["the weather in Beijing is sunny", "get_weather location Paris rain"] * 20, trainer)
+    tok.train_from_iterator(
+        ["the weather in Beijing is sunny", "get_weather location Paris rain"] * 20, trainer
+    )
     tok.save(str(tmp_path / "tokenizer.json"))
     (tmp_path / "tokenizer_config.json").write_text(
         json.dumps(
@@ -120,7 +139,9 @@ def hf_tokenizer_dir(tmp_path):
 def test_hf_tokenizer_json_with_chat_template(hf_tokenizer_dir):
     tok = load_tokenizer(hf_tokenizer_dir)
     assert isinstance(tok, HFTokenizer)
-    assert tok.bos_token_id == tok.token_to_id("[BOS]") and tok.eos_token_id == tok.token_to_id("[EOS]")
+    assert tok.bos_token_id == tok.token_to_id("[BOS]") and tok.eos_token_id == tok.token_to_id(
+        "[EOS]"
+    )
     assert tok.stop_token_ids == [tok.eos_token_id, tok.token_to_id("<|im_end|>")]
     text = "the weather in Beijing 天气"
     assert tok.decode(tok.encode(text)) == text
@@ -136,9 +157,9 @@ def test_hf_tokenizer_matches_transformers_apply_chat_template(hf_tokenizer_dir)
     reference = transformers.AutoTokenizer.from_pretrained(str(hf_tokenizer_dir))
     ours = load_tokenizer(hf_tokenizer_dir)
     kwargs = dict(tools=TOOLS, add_generation_prompt=True)
-    assert ours.apply_chat_template(DIALOG, tokenize=False, **kwargs) == reference.apply_chat_template(
+    assert ours.apply_chat_template(
         DIALOG, tokenize=False, **kwargs
-    )
+    ) == reference.apply_chat_template(DIALOG, tokenize=False, **kwargs)
     expected_ids = reference.apply_chat_template(DIALOG, tokenize=True, **kwargs)
     if isinstance(expected_ids, dict) or hasattr(expected_ids, "input_ids"):
         expected_ids = expected_ids["input_ids"]

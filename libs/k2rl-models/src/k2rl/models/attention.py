@@ -5,6 +5,10 @@ QK-Clip needs S_max^h = max over the batch of the pre-softmax logits of head h
 expose those logits, so while tracking we compute attention from the materialised logits
 and take their max on the way to the softmax: the extra cost is one reduction over a
 tensor the softmax reads anyway, not a second QK^T. Without tracking we use SDPA.
+
+On CUDA at long context a fused kernel would be preferable (torch's flex_attention can
+return per-row max scores on CUDA, not on CPU); this eager path materialises
+[B, H, Sq, Sk] logits, which is what the CPU-scale models here need.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from k2rl.models.context import AttentionMask
 
 
 def masked_head_max(logits: torch.Tensor, mask: AttentionMask) -> torch.Tensor:
-    """Per-head max of already-masked logits [B, H, Sq, Sk] over batch, queries and keys -> [H] fp32.
+    """Per-head max [H] (fp32) of masked logits [B, H, Sq, Sk] over batch, queries and keys.
 
     Query rows that are padding (``mask.query_valid`` False) are left out.
     """
@@ -32,10 +36,10 @@ def masked_softmax(
     """softmax over keys of logits [B, H, Sq, Sk] with disallowed pairs removed.
 
     Returns the probabilities (in ``dtype``) and, if ``track_max``, the per-head max logit
-    [H], read off the same masked logits the softmax consumes. ``logits`` must be a fresh
-    tensor: it is masked in place to save a pass over it.
+    [H], read off the same masked logits the softmax consumes. The mask is added as a
+    0 / -inf bias: its backward is the identity, where masked_fill's is another pass.
     """
-    logits = logits.masked_fill_(~mask.allowed, float("-inf"))
+    logits = logits + mask.additive_bias(logits.dtype)
     head_max = masked_head_max(logits, mask) if track_max else None
     return torch.softmax(logits, dim=-1, dtype=torch.float32).to(dtype), head_max
 
@@ -100,4 +104,6 @@ class MaxLogitTracker:
         if head_max is None:
             return
         head_max = head_max.detach().float()
-        self.max_logits = head_max if self.max_logits is None else torch.maximum(self.max_logits, head_max)
+        self.max_logits = (
+            head_max if self.max_logits is None else torch.maximum(self.max_logits, head_max)
+        )

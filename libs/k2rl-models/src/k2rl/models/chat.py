@@ -68,7 +68,8 @@ K2_CHAT_TEMPLATE = (
     "<|tool_calls_section_begin|>"
     "{%- for call in message['tool_calls'] -%}"
     "{%- set fn = call['function'] -%}"
-    "{%- set call_id = call['id'] if call['id'] else 'functions.' + fn['name'] + ':' + ns.call_index|string -%}"
+    "{%- set call_id = call['id'] if call['id'] "
+    "else 'functions.' + fn['name'] + ':' + ns.call_index|string -%}"
     "<|tool_call_begin|>{{ call_id }}<|tool_call_argument_begin|>"
     "{{ fn['arguments'] if fn['arguments'] is string else fn['arguments'] | tojson }}"
     "<|tool_call_end|>"
@@ -82,9 +83,17 @@ K2_CHAT_TEMPLATE = (
 )
 
 
-def _tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None, separators=None, sort_keys: bool = False) -> str:
+def _tojson(
+    x: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators=None,
+    sort_keys: bool = False,
+) -> str:
     # HF overrides jinja's tojson (which HTML-escapes); do the same so renders match.
-    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    return json.dumps(
+        x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
 
 
 def _raise_exception(message: str) -> None:
@@ -94,7 +103,9 @@ def _raise_exception(message: str) -> None:
 @lru_cache(maxsize=32)
 def _compile(template: str) -> jinja2.Template:
     """The environment HF ``apply_chat_template`` uses: sandboxed, trim/lstrip blocks."""
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols]
+    )
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
@@ -125,10 +136,16 @@ class ToolCall:
     arguments: str  # JSON text as generated (validated by the caller against the tool schema)
 
     def to_openai(self) -> dict[str, Any]:
-        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
 
 
-_SECTION = re.compile(re.escape(TOOL_CALLS_BEGIN) + r"(.*?)(?:" + re.escape(TOOL_CALLS_END) + r"|$)", re.DOTALL)
+_SECTION = re.compile(
+    re.escape(TOOL_CALLS_BEGIN) + r"(.*?)(?:" + re.escape(TOOL_CALLS_END) + r"|$)", re.DOTALL
+)
 _CALL = re.compile(
     re.escape(TOOL_CALL_BEGIN)
     + r"\s*(?P<id>[^<]+?)\s*"
@@ -156,5 +173,9 @@ def parse_tool_calls(text: str) -> tuple[str, list[ToolCall]]:
             id_match = _CALL_ID.match(call_id)
             if id_match is None:
                 continue
-            calls.append(ToolCall(id=call_id, name=id_match.group("name"), arguments=call.group("args").strip()))
+            calls.append(
+                ToolCall(
+                    id=call_id, name=id_match.group("name"), arguments=call.group("args").strip()
+                )
+            )
     return content, calls

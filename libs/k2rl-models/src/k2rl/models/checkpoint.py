@@ -38,7 +38,11 @@ def tensor_locations(path: str | Path) -> dict[str, Path]:
     if index.exists():
         weight_map = json.loads(index.read_text())["weight_map"]
         return {name: path / shard for name, shard in weight_map.items()}
-    files = [path / SINGLE_FILE] if (path / SINGLE_FILE).exists() else sorted(path.glob("*.safetensors"))
+    files = (
+        [path / SINGLE_FILE]
+        if (path / SINGLE_FILE).exists()
+        else sorted(path.glob("*.safetensors"))
+    )
     if not files:
         raise FileNotFoundError(f"no safetensors weights in {path}")
     locations: dict[str, Path] = {}
@@ -48,7 +52,9 @@ def tensor_locations(path: str | Path) -> dict[str, Path]:
     return locations
 
 
-def iter_checkpoint(path: str | Path, *, dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+def iter_checkpoint(
+    path: str | Path, *, dtype: torch.dtype | None = None
+) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, tensor) for every logical tensor, FP8 weights dequantised (to ``dtype`` or bf16)."""
     locations = tensor_locations(path)
     handles: dict[Path, object] = {}
@@ -73,7 +79,9 @@ def iter_checkpoint(path: str | Path, *, dtype: torch.dtype | None = None) -> It
         yield name, tensor
 
 
-def load_state_dict(path: str | Path, *, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+def load_state_dict(
+    path: str | Path, *, dtype: torch.dtype | None = None
+) -> dict[str, torch.Tensor]:
     return dict(iter_checkpoint(path, dtype=dtype))
 
 
@@ -103,12 +111,16 @@ def load_into(
                 skipped.append(name)
                 continue
             if tuple(target.shape) != tuple(tensor.shape):
-                raise ValueError(f"{name}: checkpoint shape {tuple(tensor.shape)} != model {tuple(target.shape)}")
+                raise ValueError(
+                    f"{name}: checkpoint shape {tuple(tensor.shape)} != model {tuple(target.shape)}"
+                )
             target.copy_(tensor)
             seen.add(name)
     missing = sorted(set(targets) - seen - optional)
     if strict and missing:
-        raise KeyError(f"tensors missing from checkpoint: {missing[:8]}{' ...' if len(missing) > 8 else ''}")
+        raise KeyError(
+            f"tensors missing from checkpoint: {missing[:8]}{' ...' if len(missing) > 8 else ''}"
+        )
     return skipped
 
 

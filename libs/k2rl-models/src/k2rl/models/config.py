@@ -241,7 +241,9 @@ def _llama_from_hf(d: dict[str, Any]) -> LlamaConfig:
         known.update(qkv_bias=True, o_bias=False)
     else:  # qwen3
         known.update(qkv_bias=attention_bias, o_bias=attention_bias, qk_norm=True)
-    return LlamaConfig(model_type=model_type, rope=_rope_from_hf(d, 10000.0), hf_extra=extra, **known)
+    return LlamaConfig(
+        model_type=model_type, rope=_rope_from_hf(d, 10000.0), hf_extra=extra, **known
+    )
 
 
 def from_hf_config(d: dict[str, Any]) -> ModelConfig:
@@ -283,7 +285,11 @@ def to_hf_config(config: ModelConfig) -> dict[str, Any]:
         d[f.name] = getattr(config, f.name)
     d.update(_rope_to_hf(config.rope))
     if isinstance(config, DeepseekV3Config):
-        d.update(scoring_func="sigmoid", topk_method="noaux_tc", num_key_value_heads=config.num_attention_heads)
+        d.update(
+            scoring_func="sigmoid",
+            topk_method="noaux_tc",
+            num_key_value_heads=config.num_attention_heads,
+        )
     else:
         if config.model_type == "llama":
             if config.qkv_bias != config.o_bias:

@@ -14,7 +14,7 @@ matrix plus which query rows are real tokens):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -26,6 +26,15 @@ class AttentionMask:
     allowed: torch.Tensor  # bool [B, 1, Sq, Sk]
     query_valid: torch.Tensor | None = None  # bool [B, Sq]; None: every query row is real
     is_causal: bool = False  # ``allowed`` is exactly lower-triangular (fused kernels can skip it)
+    _bias: dict[torch.dtype, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
+
+    def additive_bias(self, dtype: torch.dtype) -> torch.Tensor:
+        """0 where allowed, else -inf [B, 1, Sq, Sk]; built once a forward, shared by layers."""
+        bias = self._bias.get(dtype)
+        if bias is None:
+            zero = torch.zeros((), dtype=dtype, device=self.allowed.device)
+            bias = self._bias[dtype] = torch.where(self.allowed, zero, float("-inf"))
+        return bias
 
 
 @dataclass
@@ -34,7 +43,9 @@ class ForwardContext:
     mask: AttentionMask
     kv_cache: KVCache | None = None
     slots: CacheSlots | None = None
-    rope: tuple[torch.Tensor, torch.Tensor] | None = None  # cos, sin [B, S, rope_dim/2]; set by the model
+    rope: tuple[torch.Tensor, torch.Tensor] | None = (
+        None  # cos, sin [B, S, rope_dim/2]; set by the model
+    )
 
 
 def documents_from_positions(position_ids: torch.Tensor) -> torch.Tensor:
@@ -64,14 +75,16 @@ def document_causal_mask(document_ids: torch.Tensor) -> AttentionMask:
     is_pad = document_ids < 0
     allowed = same_doc & causal & ~is_pad[:, :, None]
     if bool(is_pad.any()):
-        allowed = allowed | (is_pad[:, :, None] & torch.eye(seq_len, dtype=torch.bool, device=index.device))
+        allowed = allowed | (
+            is_pad[:, :, None] & torch.eye(seq_len, dtype=torch.bool, device=index.device)
+        )
         return AttentionMask(allowed[:, None], ~is_pad)
     single_document = bool((document_ids == document_ids[:, :1]).all())
     return AttentionMask(allowed[:, None], None, is_causal=single_document)
 
 
 def cached_mask(position_ids: torch.Tensor, slots: CacheSlots) -> AttentionMask:
-    """Mask over the cached context: key j (position j) is visible to a query at position p if j <= p."""
+    """Mask over the cached context: key j (position j) is visible to a query at position p >= j."""
     context_len = slots.read.shape[-1]
     key_pos = torch.arange(context_len, device=position_ids.device)
     allowed = (key_pos[None, None, :] <= position_ids[:, :, None]) & (
@@ -102,7 +115,9 @@ def build_context(
     if kv_cache is not None or cache_slots is not None:
         if kv_cache is None or cache_slots is None or position_ids is None:
             raise ValueError("cached forward needs kv_cache, cache_slots and position_ids")
-        return ForwardContext(position_ids, cached_mask(position_ids, cache_slots), kv_cache, cache_slots)
+        return ForwardContext(
+            position_ids, cached_mask(position_ids, cache_slots), kv_cache, cache_slots
+        )
 
     if cu_seqlens is not None:
         if batch != 1:

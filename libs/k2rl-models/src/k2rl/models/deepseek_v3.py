@@ -52,11 +52,17 @@ class MLAttention(nn.Module, MaxLogitTracker):
         else:
             self.q_a_proj = nn.Linear(hidden, self.q_lora_rank, bias=bias)
             self.q_a_layernorm = RMSNorm(self.q_lora_rank)
-            self.q_b_proj = nn.Linear(self.q_lora_rank, self.num_heads * self.qk_head_dim, bias=False)
-        self.kv_a_proj_with_mqa = nn.Linear(hidden, self.kv_lora_rank + self.qk_rope_head_dim, bias=bias)
+            self.q_b_proj = nn.Linear(
+                self.q_lora_rank, self.num_heads * self.qk_head_dim, bias=False
+            )
+        self.kv_a_proj_with_mqa = nn.Linear(
+            hidden, self.kv_lora_rank + self.qk_rope_head_dim, bias=bias
+        )
         self.kv_a_layernorm = RMSNorm(self.kv_lora_rank)
         self.kv_b_proj = nn.Linear(
-            self.kv_lora_rank, self.num_heads * (self.qk_nope_head_dim + self.v_head_dim), bias=False
+            self.kv_lora_rank,
+            self.num_heads * (self.qk_nope_head_dim + self.v_head_dim),
+            bias=False,
         )
         self.o_proj = nn.Linear(self.num_heads * self.v_head_dim, hidden, bias=bias)
         self._init_max_logit_tracking()
@@ -70,12 +76,15 @@ class MLAttention(nn.Module, MaxLogitTracker):
         q = q.view(batch, seq_len, self.num_heads, self.qk_head_dim)
         q_nope, q_rope = q.split([self.qk_nope_head_dim, self.qk_rope_head_dim], dim=-1)
 
-        latent, k_rope = self.kv_a_proj_with_mqa(x).split([self.kv_lora_rank, self.qk_rope_head_dim], dim=-1)
+        latent, k_rope = self.kv_a_proj_with_mqa(x).split(
+            [self.kv_lora_rank, self.qk_rope_head_dim], dim=-1
+        )
         latent = self.kv_a_layernorm(latent)
         assert ctx.rope is not None
         cos, sin = ctx.rope
         q_rope = apply_rotary(q_rope, cos, sin, interleaved=self.rope_interleave)
-        k_rope = apply_rotary(k_rope[:, :, None, :], cos, sin, interleaved=self.rope_interleave)[:, :, 0]
+        k_rope = apply_rotary(k_rope[:, :, None, :], cos, sin, interleaved=self.rope_interleave)
+        k_rope = k_rope[:, :, 0]  # one rotary key shared by all heads
 
         absorbed = False
         if ctx.kv_cache is not None:
@@ -100,7 +109,9 @@ class MLAttention(nn.Module, MaxLogitTracker):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Up-project the latent [B, L, r] to per-head K/V and run ordinary attention."""
         batch, k_len, _ = latent.shape
-        kv = self.kv_b_proj(latent).view(batch, k_len, self.num_heads, self.qk_nope_head_dim + self.v_head_dim)
+        kv = self.kv_b_proj(latent).view(
+            batch, k_len, self.num_heads, self.qk_nope_head_dim + self.v_head_dim
+        )
         k_nope, value = kv.split([self.qk_nope_head_dim, self.v_head_dim], dim=-1)
         key = torch.cat((k_nope, k_rope[:, :, None, :].expand(-1, -1, self.num_heads, -1)), dim=-1)
         query = torch.cat((q_nope, q_rope), dim=-1)
@@ -123,7 +134,9 @@ class MLAttention(nn.Module, MaxLogitTracker):
         mask: AttentionMask,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attend over the latent directly: q_nope W_UK^T . c_j + q_rope . k_rope_j."""
-        w = self.kv_b_proj.weight.view(self.num_heads, self.qk_nope_head_dim + self.v_head_dim, self.kv_lora_rank)
+        w = self.kv_b_proj.weight.view(
+            self.num_heads, self.qk_nope_head_dim + self.v_head_dim, self.kv_lora_rank
+        )
         w_uk, w_uv = w[:, : self.qk_nope_head_dim], w[:, self.qk_nope_head_dim :]
         q_latent = torch.einsum("bshd,hdr->bhsr", q_nope, w_uk)
         logits = torch.einsum("bhsr,blr->bhsl", q_latent, latent)
@@ -141,7 +154,9 @@ def _decoder_layer(config: DeepseekV3Config, layer_idx: int) -> DecoderLayer:
         mlp = MoE(config)
     else:
         mlp = GatedMLP(config.hidden_size, config.intermediate_size, config.hidden_act)
-    return DecoderLayer(MLAttention(config, layer_idx), mlp, config.hidden_size, config.rms_norm_eps)
+    return DecoderLayer(
+        MLAttention(config, layer_idx), mlp, config.hidden_size, config.rms_norm_eps
+    )
 
 
 class DeepseekV3ForCausalLM(CausalLM):

@@ -21,19 +21,30 @@ def _expand_blocks(scale: torch.Tensor, shape: torch.Size, block: int) -> torch.
 
 
 def dequantize_fp8_blocks(
-    weight: torch.Tensor, scale_inv: torch.Tensor, *, block: int = BLOCK, dtype: torch.dtype = torch.bfloat16
+    weight: torch.Tensor,
+    scale_inv: torch.Tensor,
+    *,
+    block: int = BLOCK,
+    dtype: torch.dtype = torch.bfloat16,
 ) -> torch.Tensor:
     """W = fp8 weight * per-block ``scale_inv``, computed in fp32, returned in ``dtype``."""
     if weight.dim() != 2:
         raise ValueError("block-scaled FP8 applies to 2-D weights")
     expected = (-(-weight.shape[0] // block), -(-weight.shape[1] // block))
     if tuple(scale_inv.shape) != expected:
-        raise ValueError(f"weight_scale_inv shape {tuple(scale_inv.shape)} != {expected} for {tuple(weight.shape)}")
-    full = weight.to(torch.float32) * _expand_blocks(scale_inv.to(torch.float32), weight.shape, block)
+        raise ValueError(
+            f"weight_scale_inv shape {tuple(scale_inv.shape)} != {expected} "
+            f"for weight {tuple(weight.shape)}"
+        )
+    full = weight.to(torch.float32) * _expand_blocks(
+        scale_inv.to(torch.float32), weight.shape, block
+    )
     return full.to(dtype)
 
 
-def quantize_fp8_blocks(weight: torch.Tensor, *, block: int = BLOCK) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_fp8_blocks(
+    weight: torch.Tensor, *, block: int = BLOCK
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(fp8 weight, fp32 scale_inv) with each block's absolute max mapped to the fp8 max (448)."""
     if weight.dim() != 2:
         raise ValueError("block-scaled FP8 applies to 2-D weights")

@@ -42,7 +42,10 @@ class CacheSlots:
 
     @staticmethod
     def contiguous(
-        num_cached: Sequence[int], num_new: Sequence[int], max_len: int, device: torch.device | str = "cpu"
+        num_cached: Sequence[int],
+        num_new: Sequence[int],
+        max_len: int,
+        device: torch.device | str = "cpu",
     ) -> tuple[torch.Tensor, CacheSlots]:
         """Row b owns slots [b * max_len, (b + 1) * max_len). Returns (position_ids, slots).
 
@@ -57,7 +60,9 @@ class CacheSlots:
         base = torch.arange(batch, device=device)[:, None] * max_len
         step = torch.arange(width, device=device)[None, :]
         position_ids = cached[:, None] + step
-        write = torch.where(step < new[:, None], base + position_ids, torch.full_like(position_ids, -1))
+        write = torch.where(
+            step < new[:, None], base + position_ids, torch.full_like(position_ids, -1)
+        )
         read_lens = cached + new
         read = base + torch.arange(int(read_lens.max()), device=device)[None, :]
         return position_ids, CacheSlots(write=write, read=read, read_lens=read_lens)
@@ -80,7 +85,10 @@ class KVCache:
     ) -> KVCache:
         return cls(
             [
-                {name: torch.zeros(num_slots, *shape, dtype=dtype, device=device) for name, shape in spec.items()}
+                {
+                    name: torch.zeros(num_slots, *shape, dtype=dtype, device=device)
+                    for name, shape in spec.items()
+                }
                 for _ in range(num_layers)
             ]
         )
@@ -98,7 +106,7 @@ class KVCache:
             store[flat_slots] = value[keep].to(store.dtype)
 
     def read(self, layer: int, slots: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Entries at ``slots`` [B, L] as [B, L, *shape] (negative slots read slot 0, masked later)."""
+        """Entries at ``slots`` [B, L] as [B, L, *shape]; slots < 0 read slot 0 (masked later)."""
         index = slots.clamp(min=0)
         return {name: store[index] for name, store in self.layers[layer].items()}
 

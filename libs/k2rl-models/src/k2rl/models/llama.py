@@ -30,8 +30,12 @@ class GQAttention(nn.Module, MaxLogitTracker):
         self.softmax_scale = self.head_dim**-0.5
         hidden = config.hidden_size
         self.q_proj = nn.Linear(hidden, self.num_heads * self.head_dim, bias=config.qkv_bias)
-        self.k_proj = nn.Linear(hidden, self.num_key_value_heads * self.head_dim, bias=config.qkv_bias)
-        self.v_proj = nn.Linear(hidden, self.num_key_value_heads * self.head_dim, bias=config.qkv_bias)
+        self.k_proj = nn.Linear(
+            hidden, self.num_key_value_heads * self.head_dim, bias=config.qkv_bias
+        )
+        self.v_proj = nn.Linear(
+            hidden, self.num_key_value_heads * self.head_dim, bias=config.qkv_bias
+        )
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, hidden, bias=config.o_bias)
         if config.qk_norm:
             self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
@@ -67,12 +71,18 @@ class GQAttention(nn.Module, MaxLogitTracker):
         )
         if self.track_max_logits:
             self._record_max_logits(head_max)
-        return self.o_proj(out.transpose(1, 2).reshape(batch, seq_len, self.num_heads * self.head_dim))
+        return self.o_proj(
+            out.transpose(1, 2).reshape(batch, seq_len, self.num_heads * self.head_dim)
+        )
 
 
 def _decoder_layer(config: LlamaConfig, layer_idx: int) -> DecoderLayer:
-    mlp = GatedMLP(config.hidden_size, config.intermediate_size, config.hidden_act, bias=config.mlp_bias)
-    return DecoderLayer(GQAttention(config, layer_idx), mlp, config.hidden_size, config.rms_norm_eps)
+    mlp = GatedMLP(
+        config.hidden_size, config.intermediate_size, config.hidden_act, bias=config.mlp_bias
+    )
+    return DecoderLayer(
+        GQAttention(config, layer_idx), mlp, config.hidden_size, config.rms_norm_eps
+    )
 
 
 class LlamaForCausalLM(CausalLM):

@@ -46,6 +46,10 @@ def build_model(
     return cast_model(model, dtype)
 
 
+def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    return dtype if isinstance(dtype, torch.dtype) else _DTYPES[dtype.removeprefix("torch.")]
+
+
 def _checkpoint_dtype(config: ModelConfig) -> torch.dtype:
     name = config.hf_extra.get("dtype") or config.hf_extra.get("torch_dtype") or "float32"
     return _DTYPES.get(str(name).removeprefix("torch."), torch.float32)
@@ -80,11 +84,15 @@ def load_model(
     path = Path(path_or_preset)
     if not (path / "config.json").exists():
         config = get_preset(str(path_or_preset))
-        return build_model(config, device=device, dtype=torch.float32 if dtype == "auto" else dtype, seed=seed)
+        return build_model(
+            config,
+            device=device,
+            dtype=torch.float32 if dtype == "auto" else _as_dtype(dtype),
+            seed=seed,
+        )
 
     config = load_hf_config(path)
-    target_dtype = _checkpoint_dtype(config) if dtype == "auto" else dtype
-    assert isinstance(target_dtype, torch.dtype)
+    target_dtype = _checkpoint_dtype(config) if dtype == "auto" else _as_dtype(dtype)
     with torch.device("meta"):
         model = model_class(config)(config)
     model.to_empty(device=device)
@@ -116,7 +124,10 @@ def save_model(
     if model.config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
     if dtype is not None:
-        state = {k: v.to(dtype) if v.is_floating_point() and ".mlp.gate." not in k else v for k, v in state.items()}
+        state = {
+            k: v.to(dtype) if v.is_floating_point() and ".mlp.gate." not in k else v
+            for k, v in state.items()
+        }
     stored = dtype or model.lm_head.weight.dtype
     hf_config["torch_dtype"] = str(stored).removeprefix("torch.")
     hf_config.pop("dtype", None)
@@ -126,5 +137,3 @@ def save_model(
         hf_config.pop("quantization_config", None)
     (path / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
     checkpoint.save_state_dict(state, path, max_shard_bytes=max_shard_bytes, fp8=fp8)
-
-

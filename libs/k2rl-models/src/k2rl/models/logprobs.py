@@ -49,7 +49,11 @@ class _ChunkedTargetLogprobs(torch.autograd.Function):
         acc = lse.dtype
         grad_out = grad_out.to(acc).masked_fill(~valid, 0.0)
         grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
-        grad_weight = torch.zeros(weight.shape, dtype=acc, device=weight.device) if ctx.needs_input_grad[1] else None
+        grad_weight = (
+            torch.zeros(weight.shape, dtype=acc, device=weight.device)
+            if ctx.needs_input_grad[1]
+            else None
+        )
         for start in range(0, hidden.shape[0], ctx.chunk_size):
             end = min(start + ctx.chunk_size, hidden.shape[0])
             h = hidden[start:end]
@@ -77,11 +81,15 @@ def token_logprobs(
 ) -> torch.Tensor:
     """log softmax(hidden @ weight^T / temperature)[target] for hidden [..., D], targets [...].
 
-    Returns fp32 [...] (fp64 for fp64 inputs); positions whose target is ``IGNORE_INDEX`` (-100) get 0 and no
-    gradient. Differentiable w.r.t. ``hidden`` and ``weight``.
+    Returns fp32 [...] (fp64 for fp64 inputs); positions whose target is ``IGNORE_INDEX``
+    (-100) get 0 and no gradient. Differentiable w.r.t. ``hidden`` and ``weight``.
     """
     lead = targets.shape
     out = _ChunkedTargetLogprobs.apply(
-        hidden.reshape(-1, hidden.shape[-1]), weight, targets.reshape(-1), chunk_size, 1.0 / temperature
+        hidden.reshape(-1, hidden.shape[-1]),
+        weight,
+        targets.reshape(-1),
+        chunk_size,
+        1.0 / temperature,
     )
     return out.view(lead)

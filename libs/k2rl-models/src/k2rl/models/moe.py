@@ -19,6 +19,7 @@ from torch import nn
 
 from k2rl.models.config import DeepseekV3Config
 from k2rl.models.mlp import GatedMLP
+from k2rl.models.recompute import is_recomputing
 
 
 def route(
@@ -40,7 +41,9 @@ def route(
         group_scores = grouped.topk(min(2, grouped.shape[-1]), dim=-1).values.sum(dim=-1)
         best_groups = group_scores.topk(topk_group, dim=-1, sorted=False).indices
         keep = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, best_groups, True)
-        choice = choice.masked_fill(~keep[:, :, None].expand_as(grouped).reshape_as(choice), float("-inf"))
+        choice = choice.masked_fill(
+            ~keep[:, :, None].expand_as(grouped).reshape_as(choice), float("-inf")
+        )
     indices = choice.topk(top_k, dim=-1, sorted=False).indices
     weights = scores.gather(1, indices)
     if norm_topk_prob:
@@ -93,7 +96,11 @@ class MoE(nn.Module):
             for _ in range(config.n_routed_experts)
         )
         self.shared_experts = (
-            GatedMLP(config.hidden_size, config.moe_intermediate_size * config.n_shared_experts, config.hidden_act)
+            GatedMLP(
+                config.hidden_size,
+                config.moe_intermediate_size * config.n_shared_experts,
+                config.hidden_act,
+            )
             if config.n_shared_experts
             else None
         )
@@ -127,6 +134,8 @@ class MoE(nn.Module):
         return out
 
     def _record_load(self, counts: torch.Tensor) -> None:
+        if is_recomputing():  # activation checkpointing re-runs this forward in backward
+            return
         counts = counts.detach()
         self.expert_load = counts if self.expert_load is None else self.expert_load + counts
 

@@ -32,7 +32,9 @@ def _base_inv_freq(theta: float, dim: int) -> torch.Tensor:
     return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
 
 
-def _yarn_inv_freq(rope: RopeConfig, dim: int, max_position_embeddings: int) -> tuple[torch.Tensor, float]:
+def _yarn_inv_freq(
+    rope: RopeConfig, dim: int, max_position_embeddings: int
+) -> tuple[torch.Tensor, float]:
     factor = rope.factor
     original = rope.original_max_position_embeddings or max_position_embeddings
     if factor is None:
@@ -40,12 +42,16 @@ def _yarn_inv_freq(rope: RopeConfig, dim: int, max_position_embeddings: int) -> 
     if rope.attention_factor is not None:
         attention_factor = rope.attention_factor
     elif rope.mscale and rope.mscale_all_dim:
-        attention_factor = yarn_mscale(factor, rope.mscale) / yarn_mscale(factor, rope.mscale_all_dim)
+        attention_factor = yarn_mscale(factor, rope.mscale) / yarn_mscale(
+            factor, rope.mscale_all_dim
+        )
     else:
         attention_factor = yarn_mscale(factor)
 
     def correction_dim(num_rotations: float) -> float:
-        return (dim * math.log(original / (num_rotations * 2 * math.pi))) / (2 * math.log(rope.theta))
+        return (dim * math.log(original / (num_rotations * 2 * math.pi))) / (
+            2 * math.log(rope.theta)
+        )
 
     low, high = correction_dim(rope.beta_fast), correction_dim(rope.beta_slow)
     if rope.truncate:
@@ -59,7 +65,9 @@ def _yarn_inv_freq(rope: RopeConfig, dim: int, max_position_embeddings: int) -> 
     pos_freqs = rope.theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)
     inv_extrapolation = 1.0 / pos_freqs
     inv_interpolation = 1.0 / (factor * pos_freqs)
-    inv_freq = inv_interpolation * (1 - extrapolation_weight) + inv_extrapolation * extrapolation_weight
+    inv_freq = (
+        inv_interpolation * (1 - extrapolation_weight) + inv_extrapolation * extrapolation_weight
+    )
     return inv_freq, float(attention_factor)
 
 
@@ -72,13 +80,17 @@ def _llama3_inv_freq(rope: RopeConfig, dim: int) -> torch.Tensor:
     high_freq_wavelen = old_len / rope.high_freq_factor
     wavelen = 2 * math.pi / inv_freq
     scaled = torch.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
-    smooth = (old_len / wavelen - rope.low_freq_factor) / (rope.high_freq_factor - rope.low_freq_factor)
+    smooth = (old_len / wavelen - rope.low_freq_factor) / (
+        rope.high_freq_factor - rope.low_freq_factor
+    )
     smoothed = (1 - smooth) * scaled / factor + smooth * scaled
     is_medium = ~(wavelen < high_freq_wavelen) & ~(wavelen > low_freq_wavelen)
     return torch.where(is_medium, smoothed, scaled)
 
 
-def rope_frequencies(rope: RopeConfig, dim: int, max_position_embeddings: int) -> tuple[torch.Tensor, float]:
+def rope_frequencies(
+    rope: RopeConfig, dim: int, max_position_embeddings: int
+) -> tuple[torch.Tensor, float]:
     """Inverse frequencies [dim/2] and the cos/sin multiplier for rotary dimension ``dim``."""
     if rope.type == "default":
         return _base_inv_freq(rope.theta, dim), 1.0
@@ -91,7 +103,7 @@ def rope_frequencies(rope: RopeConfig, dim: int, max_position_embeddings: int) -
 
 
 def yarn_softmax_scale(rope: RopeConfig, head_dim: int) -> float:
-    """DeepSeek-V3's softmax scale: head_dim^-0.5, times mscale(factor, mscale_all_dim)^2 under YaRN.
+    """DeepSeek-V3's softmax scale: head_dim^-0.5, times mscale(factor, mscale_all_dim)^2 (YaRN).
 
     This is the "mscale softmax correction": with K2's mscale == mscale_all_dim the cos/sin
     multiplier is 1 and the whole YaRN temperature lands on the softmax scale instead.
@@ -121,7 +133,9 @@ class RotaryEmbedding(nn.Module):
             cached = self._inv_freq_cache[device] = self._inv_freq_cpu.to(device)
         return cached
 
-    def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, position_ids: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin of shape [B, S, dim/2] (one angle per rotated pair), computed in fp32."""
         angles = position_ids.float()[..., None] * self._inv_freq(position_ids.device)
         cos = angles.cos() * self.attention_factor
@@ -129,7 +143,9 @@ class RotaryEmbedding(nn.Module):
         return cos.to(dtype), sin.to(dtype)
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, interleaved: bool) -> torch.Tensor:
+def apply_rotary(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, interleaved: bool
+) -> torch.Tensor:
     """Rotate ``x`` [B, S, H, D] by angles cos/sin [B, S, D/2]; the pair layout is preserved."""
     cos, sin = cos[:, :, None, :], sin[:, :, None, :]
     if interleaved:

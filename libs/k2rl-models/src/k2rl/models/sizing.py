@@ -23,15 +23,26 @@ def _mla_params(c: DeepseekV3Config) -> int:
     if c.q_lora_rank is None:
         q = h * c.num_attention_heads * c.qk_head_dim
     else:
-        q = h * c.q_lora_rank + bias * c.q_lora_rank + c.q_lora_rank + c.q_lora_rank * c.num_attention_heads * c.qk_head_dim
+        q = (
+            h * c.q_lora_rank
+            + bias * c.q_lora_rank
+            + c.q_lora_rank
+            + c.q_lora_rank * c.num_attention_heads * c.qk_head_dim
+        )
     kv_a = h * (c.kv_lora_rank + c.qk_rope_head_dim) + bias * (c.kv_lora_rank + c.qk_rope_head_dim)
-    kv_b = c.kv_lora_rank + c.kv_lora_rank * c.num_attention_heads * (c.qk_nope_head_dim + c.v_head_dim)
+    kv_b = c.kv_lora_rank + c.kv_lora_rank * c.num_attention_heads * (
+        c.qk_nope_head_dim + c.v_head_dim
+    )
     o = c.num_attention_heads * c.v_head_dim * h + bias * h
     return q + kv_a + kv_b + o
 
 
 def _gqa_params(c: LlamaConfig) -> int:
-    h, q_out, kv_out = c.hidden_size, c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim
+    h, q_out, kv_out = (
+        c.hidden_size,
+        c.num_attention_heads * c.head_dim,
+        c.num_key_value_heads * c.head_dim,
+    )
     weights = h * q_out + 2 * h * kv_out + q_out * h
     biases = int(c.qkv_bias) * (q_out + 2 * kv_out) + int(c.o_bias) * h
     return weights + biases + (2 * c.head_dim if c.qk_norm else 0)

@@ -58,7 +58,9 @@ class ByteTokenizer:
         self.vocab_size = vocab_size
         self.special_to_id = {tok: 256 + i for i, tok in enumerate(specials)}
         self.id_to_special = {i: tok for tok, i in self.special_to_id.items()}
-        self._split = re.compile("(" + "|".join(re.escape(t) for t in sorted(specials, key=len, reverse=True)) + ")")
+        self._split = re.compile(
+            "(" + "|".join(re.escape(t) for t in sorted(specials, key=len, reverse=True)) + ")"
+        )
         self.bos_token_id = self.special_to_id.get(self.BOS)
         self.eos_token_id = self.special_to_id.get(self.EOS)
         self.pad_token_id = self.special_to_id.get(self.PAD)
@@ -72,7 +74,9 @@ class ByteTokenizer:
         return [i for i in (self.eos_token_id, self.special_to_id.get(IM_END)) if i is not None]
 
     def encode(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
-        ids: list[int] = [self.bos_token_id] if add_special_tokens and self.bos_token_id is not None else []
+        ids: list[int] = (
+            [self.bos_token_id] if add_special_tokens and self.bos_token_id is not None else []
+        )
         for piece in self._split.split(text):
             if piece in self.special_to_id:
                 ids.append(self.special_to_id[piece])
@@ -124,9 +128,11 @@ def _token_content(value: Any) -> str | None:
 
 
 class HFTokenizer:
-    """A ``tokenizers`` tokenizer.json plus tokenizer_config.json (special tokens, chat template)."""
+    """A ``tokenizers`` tokenizer.json + tokenizer_config.json (special tokens, chat template)."""
 
-    def __init__(self, tokenizer: Any, config: Mapping[str, Any], chat_template: str | None) -> None:
+    def __init__(
+        self, tokenizer: Any, config: Mapping[str, Any], chat_template: str | None
+    ) -> None:
         self._tok = tokenizer
         self.config = dict(config)
         self.chat_template = chat_template
@@ -203,7 +209,9 @@ def load_tokenizer(path_or_preset: str | Path) -> ByteTokenizer | HFTokenizer:
         return HFTokenizer.from_dir(path)
     if path.is_dir():
         if (path / "tiktoken.model").exists():
-            raise NotImplementedError("tiktoken-format tokenizers (tiktoken.model) are not supported yet")
+            raise NotImplementedError(
+                "tiktoken-format tokenizers (tiktoken.model) are not supported yet"
+            )
         raise FileNotFoundError(f"no tokenizer.json in {path}")
     from k2rl.models.presets import get_preset
 

@@ -23,6 +23,7 @@ from k2rl.models.kv_cache import CacheSlots, KVCache, KVCacheSpec
 from k2rl.models.logprobs import token_logprobs
 from k2rl.models.moe import MoE, Router
 from k2rl.models.norm import RMSNorm
+from k2rl.models.recompute import checkpointed
 from k2rl.models.rope import RotaryEmbedding
 
 
@@ -44,18 +45,23 @@ class DecoderLayer(nn.Module):
 class DecoderModel(nn.Module):
     """HF ``model.``: token embeddings, decoder layers, final norm (+ the stateless RoPE)."""
 
-    def __init__(self, config: ModelConfig, layers: list[DecoderLayer], rotary_emb: RotaryEmbedding) -> None:
+    def __init__(
+        self, config: ModelConfig, layers: list[DecoderLayer], rotary_emb: RotaryEmbedding
+    ) -> None:
         super().__init__()
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(layers)
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = rotary_emb
+        # Recompute each layer's activations in backward instead of storing them.
+        self.gradient_checkpointing = False
 
     def forward(self, input_ids: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         hidden = self.embed_tokens(input_ids)
         ctx.rope = self.rotary_emb(ctx.position_ids, hidden.dtype)
+        checkpointing = self.gradient_checkpointing and torch.is_grad_enabled()
         for layer in self.layers:
-            hidden = layer(hidden, ctx)
+            hidden = checkpointed(layer, hidden, ctx) if checkpointing else layer(hidden, ctx)
         return self.norm(hidden)
 
 
@@ -84,7 +90,7 @@ class CausalLM(nn.Module):
         """HF-style init: N(0, initializer_range) for matrices, 1 for norms, 0 for biases."""
         std = self.config.initializer_range
         for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding, Router)):
+            if isinstance(module, nn.Linear | nn.Embedding | Router):
                 module.weight.normal_(0.0, std, generator=generator)
             if isinstance(module, nn.Linear) and module.bias is not None:
                 module.bias.zero_()
@@ -106,7 +112,7 @@ class CausalLM(nn.Module):
         kv_cache: KVCache | None = None,
         cache_slots: CacheSlots | None = None,
     ) -> torch.Tensor:
-        """Final-norm hidden states [B, S, hidden]; see ``context.build_context`` for the arguments."""
+        """Final-norm hidden states [B, S, hidden]; arguments as ``context.build_context``."""
         ctx = build_context(
             input_ids,
             position_ids,
@@ -121,7 +127,9 @@ class CausalLM(nn.Module):
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden)
 
-    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None, **kwargs: Any
+    ) -> torch.Tensor:
         """Logits [B, S, vocab]. Keyword arguments as ``hidden_states``."""
         return self.compute_logits(self.hidden_states(input_ids, position_ids, **kwargs))
 
@@ -141,7 +149,9 @@ class CausalLM(nn.Module):
         rows work: put -100 where a document ends.
         """
         hidden = self.hidden_states(input_ids, position_ids, **kwargs)
-        return token_logprobs(hidden, self.lm_head.weight, targets, temperature=temperature, chunk_size=chunk_size)
+        return token_logprobs(
+            hidden, self.lm_head.weight, targets, temperature=temperature, chunk_size=chunk_size
+        )
 
     # --- KV cache -------------------------------------------------------------------------
 
@@ -149,7 +159,10 @@ class CausalLM(nn.Module):
         raise NotImplementedError
 
     def allocate_kv_cache(
-        self, num_slots: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+        self,
+        num_slots: int,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
     ) -> KVCache:
         weight = self.lm_head.weight
         return KVCache.allocate(
@@ -175,12 +188,20 @@ class CausalLM(nn.Module):
 
     def max_logits(self) -> dict[int, torch.Tensor]:
         """Layer index -> running per-head max logit [num_heads], for layers that recorded one."""
-        return {i: attn.max_logits for i, attn in self.attention_modules() if attn.max_logits is not None}
+        return {
+            i: attn.max_logits
+            for i, attn in self.attention_modules()
+            if attn.max_logits is not None
+        }
 
     # --- MoE load balancing (DeepSeek-V3 aux-loss-free, kept by K2) -----------------------
 
     def moe_modules(self) -> list[tuple[int, MoE]]:
-        return [(i, layer.mlp) for i, layer in enumerate(self.model.layers) if isinstance(layer.mlp, MoE)]
+        return [
+            (i, layer.mlp)
+            for i, layer in enumerate(self.model.layers)
+            if isinstance(layer.mlp, MoE)
+        ]
 
     def expert_loads(self) -> dict[int, torch.Tensor]:
         """Layer index -> tokens routed to each expert since the last update/reset (int64 [E])."""
@@ -190,7 +211,9 @@ class CausalLM(nn.Module):
         for _, moe in self.moe_modules():
             moe.reset_expert_load()
 
-    def update_router_biases(self, rate: float, loads: dict[int, torch.Tensor] | None = None) -> None:
-        """One balancing step on every MoE layer (pass all-reduced ``loads`` under data parallelism)."""
+    def update_router_biases(
+        self, rate: float, loads: dict[int, torch.Tensor] | None = None
+    ) -> None:
+        """One balancing step on every MoE layer (under data parallelism pass all-reduced loads)."""
         for i, moe in self.moe_modules():
             moe.update_router_bias(rate, None if loads is None else loads.get(i))
