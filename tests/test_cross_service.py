@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import grpc
 import pytest
 import yaml
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -74,11 +76,21 @@ def test_controller_calls_judge_with_auth_and_one_trace_spans_both(pair: tuple[L
     assert judge.status == SERVING and reply.healthy
     assert judge.health_service == "k2rl.judge.v1.JudgeService"
 
-    controller_spans = [s for s in read_spans(tmp_path / "controller.spans") if s["trace_id"] == trace_id]
-    judge_spans = [s for s in read_spans(tmp_path / "judge.spans") if s["trace_id"] == trace_id]
+    # Client spans end in a completion callback, so give the files a moment to catch up.
+    deadline = time.monotonic() + 10
+    while True:
+        controller_spans = [s for s in read_spans(tmp_path / "controller.spans") if s["trace_id"] == trace_id]
+        judge_spans = [s for s in read_spans(tmp_path / "judge.spans") if s["trace_id"] == trace_id]
+        client_span_ids = {s["span_id"] for s in controller_spans if s["kind"] == "CLIENT"}
+        test_client_ids = {f"{s.context.span_id:016x}" for s in exporter.get_finished_spans()
+                           if s.kind is SpanKind.CLIENT}
+        linked = bool(judge_spans) and all(s["parent_span_id"] in client_span_ids for s in judge_spans)
+        if (linked and test_client_ids) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     server_span = next(s for s in controller_spans if s["kind"] == "SERVER")
     assert server_span["name"] == "k2rl.controller.v1.ControllerService/GetSystemStatus"
-    client_span_ids = {s["span_id"] for s in controller_spans if s["kind"] == "CLIENT"}
+    assert server_span["parent_span_id"] in test_client_ids
     judge_names = {s["name"] for s in judge_spans}
     assert {"grpc.health.v1.Health/Check",
             "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"} <= judge_names

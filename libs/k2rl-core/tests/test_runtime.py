@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,12 @@ ECHO_SERVICE = "k2rl.test.v1.EchoService"
 TOKEN = "s3cret-token"
 
 
+RELEASE = threading.Event()
+
+
 def _echo(request: bytes, context: grpc.ServicerContext) -> bytes:
+    if request == b"wait":
+        RELEASE.wait(timeout=10)
     if request == b"precondition":
         raise FailedPrecondition("engine is asleep; call WakeUp first")
     if request == b"crash":
@@ -205,3 +211,12 @@ def test_tls_with_auth(tmp_path: Path) -> None:
             assert error.value.code() is grpc.StatusCode.UNAVAILABLE
     finally:
         rt.stop(0)
+
+
+def test_future_calls_do_not_block_the_caller(runtime: ServiceRuntime) -> None:
+    RELEASE.clear()
+    with open_channel(runtime.settings.address, ClientOptions(token=TOKEN)) as channel:
+        future = channel.unary_unary(f"/{ECHO_SERVICE}/Echo").future(b"wait", timeout=10)
+        assert not future.done()  # the handler is still waiting for RELEASE
+        RELEASE.set()
+        assert future.result() == b"wait"

@@ -57,6 +57,8 @@ EXPECTED: dict[str, tuple[str, dict[str, str]]] = {
             "GetShardPlan": UNARY,
             "WaitForVersion": SERVER_STREAM,
             "ReportUpdate": UNARY,
+            "GetVersionPlan": UNARY,
+            "ReportVersionProgress": UNARY,
         },
     ),
     "controller": (

@@ -10,7 +10,7 @@ from k2rl.controller.system_status import probe_dependencies, redact
 from k2rl.controller.v1 import controller_pb2, controller_pb2_grpc
 from k2rl.core.client import ClientOptions, close_stub, create_stub
 from k2rl.core.net import free_loopback_port
-from k2rl.core.server import discover_services
+from k2rl.core.server import load_service
 from k2rl.core.testing import assert_serves_contract, serve_in_process
 
 SERVING = controller_pb2.HealthStatus.HEALTH_STATUS_SERVING
@@ -31,7 +31,7 @@ def test_controller_serves_its_contract() -> None:
 
 
 def test_reports_serving_down_and_misplaced_dependencies(tmp_path: Path) -> None:
-    judge_spec = discover_services()["judge"]
+    judge_spec = load_service("judge")
     down = f"127.0.0.1:{free_loopback_port()}"
     with serve_in_process(judge_spec, auth_token="t") as judge:
         dependencies = {"judge": judge.settings.address, "sandbox": down,

@@ -43,23 +43,26 @@ def serve(
     port: Annotated[int | None, typer.Option(help="gRPC port")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="/metrics port")] = None,
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING, ERROR")] = None,
+    nproc: Annotated[int | None, typer.Option(help="processes (ranks) of a multi-process service, e.g. trainer")] = None,
 ) -> None:
     """Run one service in the foreground until SIGTERM / Ctrl-C."""
-    from k2rl.core.server import discover_services
+    from k2rl.core.server import load_service
     from k2rl.core.server import serve as serve_forever
 
     _check_service_name(service)
-    specs = discover_services()
-    if service not in specs:
-        console.print(f"[red]service {service!r} is not installed[/] (pip install -e services/{service})")
-        raise typer.Exit(2)
-    spec = specs[service]
-    overrides = {"host": host, "port": port, "metrics_port": metrics_port, "log_level": log_level}
+    try:
+        spec = load_service(service)
+    except LookupError as error:
+        console.print(f"[red]{error}[/] (pip install -e services/{service})")
+        raise typer.Exit(2) from None
+    if nproc is not None and "nproc" not in spec.settings_type.model_fields:
+        raise _config_error(ValueError(f"{service} runs as one process; --nproc does not apply to it"))
+    overrides = {"host": host, "port": port, "metrics_port": metrics_port, "log_level": log_level, "nproc": nproc}
     try:
         settings = load_settings(spec.settings_type, service, config, overrides)
     except (ValueError, FileNotFoundError) as error:
         raise _config_error(error) from None
-    serve_forever(spec, settings)
+    (spec.main or serve_forever)(spec, settings)
 
 
 def _probe_table(title: str, probes: list[HealthProbe], extra: dict[str, str] | None = None) -> Table:

@@ -266,16 +266,21 @@ class ClientInterceptor(
     def _call(self, continuation: Callable, details: grpc.ClientCallDetails, request: Any,
               streaming_response: bool) -> Any:
         method = details.method.decode() if isinstance(details.method, bytes) else details.method
-        with self._tracer.start_as_current_span(
-            method.lstrip("/"), kind=SpanKind.CLIENT, attributes={"rpc.system": "grpc"}
-        ) as span:
+        span = self._tracer.start_span(method.lstrip("/"), kind=SpanKind.CLIENT,
+                                       attributes={"rpc.system": "grpc"})
+        with trace.use_span(span, end_on_exit=False):  # current while the traceparent is injected
             call = continuation(self._details(details, streaming_response), request)
-            if not streaming_response:
-                # Wait inside the span so it covers the whole call; exception() does not raise.
-                error = call.exception()
-                if error is not None:
-                    span.set_status(Status(StatusCode.ERROR, str(error.code())))
-            return call
+
+        def finish(done: grpc.Call) -> None:
+            # Ends with the call, without blocking the caller (``.future()`` stays asynchronous).
+            code = done.code()
+            span.set_attribute("rpc.grpc.status_code", code.value[0])
+            if code is not grpc.StatusCode.OK:
+                span.set_status(Status(StatusCode.ERROR, code.name))
+            span.end()
+
+        call.add_done_callback(finish)
+        return call
 
     def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[override]
         return self._call(continuation, client_call_details, request, streaming_response=False)

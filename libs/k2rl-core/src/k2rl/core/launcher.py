@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from k2rl.core.client import ClientOptions
-from k2rl.core.config import SERVICE_NAMES, ServiceSettings, load_settings
+from k2rl.core.config import SERVICE_NAMES, ServiceSettings, default_dependencies, load_settings
 from k2rl.core.health import HealthProbe, probe_health, wait_until_serving
 from k2rl.core.net import free_loopback_port
 
@@ -68,7 +68,9 @@ class LocalCluster:
         return load_settings(ServiceSettings, name, self.config_file, overrides)
 
     def dependency_addresses(self) -> dict[str, str]:
-        return {name: settings.address for name, settings in self.settings.items()}
+        """Where each service finds the others: the launched ones, defaults for the rest."""
+        launched = {name: settings.address for name, settings in self.settings.items()}
+        return {**default_dependencies(), **launched}
 
     def client_options(self) -> ClientOptions:
         any_settings = next(iter(self.settings.values()))

@@ -78,17 +78,27 @@ class ServiceSpec:
     description: str
     settings_type: type[ServiceSettings]
     build: Callable[[ServiceContext], Iterable[ServicerBinding]]
+    # Replaces ``serve(spec, settings)`` as the foreground body of ``k2rl serve <name>``, for
+    # services whose process does more than serve, e.g. a multi-rank trainer whose ranks
+    # other than 0 run a worker loop instead of a gRPC server. None = the default serve loop.
+    main: Callable[[ServiceSpec, ServiceSettings], None] | None = None
 
 
-def discover_services() -> dict[str, ServiceSpec]:
-    """Every installed service, from the ``k2rl.services`` entry point group."""
-    specs = {}
-    for entry in entry_points(group="k2rl.services"):
-        spec = entry.load()
-        if not isinstance(spec, ServiceSpec):
-            raise TypeError(f"entry point {entry.value} is not a ServiceSpec")
-        specs[entry.name] = spec
-    return specs
+def installed_services() -> list[str]:
+    """Names of the installed services (entry point group ``k2rl.services``), none imported."""
+    return sorted(entry.name for entry in entry_points(group="k2rl.services"))
+
+
+def load_service(name: str) -> ServiceSpec:
+    """Import only the named service, so one broken service cannot stop the others starting."""
+    matches = entry_points(group="k2rl.services", name=name)
+    if not matches:
+        raise LookupError(f"service {name!r} is not installed (installed: {', '.join(installed_services())})")
+    (entry,) = matches
+    spec = entry.load()
+    if not isinstance(spec, ServiceSpec):
+        raise TypeError(f"entry point {entry.value} is not a ServiceSpec")
+    return spec
 
 
 class ServiceRuntime:
