@@ -295,3 +295,52 @@ class ReportUpdateResponse(_message.Message):
     latest_version: _common_pb2.WeightVersion
     will_retry: bool
     def __init__(self, latest_version: _Optional[_Union[_common_pb2.WeightVersion, _Mapping]] = ..., will_retry: _Optional[bool] = ...) -> None: ...
+
+class GetVersionPlanRequest(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    def __init__(self, version: _Optional[int] = ...) -> None: ...
+
+class GetVersionPlanResponse(_message.Message):
+    __slots__ = ("version", "phase", "trainer", "checkpoint", "buckets")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    TRAINER_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    version: _common_pb2.WeightVersion
+    phase: VersionPhase
+    trainer: TrainerWeightSource
+    checkpoint: CheckpointWeightSource
+    buckets: _containers.RepeatedCompositeFieldContainer[PlannedBucket]
+    def __init__(self, version: _Optional[_Union[_common_pb2.WeightVersion, _Mapping]] = ..., phase: _Optional[_Union[VersionPhase, str]] = ..., trainer: _Optional[_Union[TrainerWeightSource, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointWeightSource, _Mapping]] = ..., buckets: _Optional[_Iterable[_Union[PlannedBucket, _Mapping]]] = ...) -> None: ...
+
+class ReportVersionProgressRequest(_message.Message):
+    __slots__ = ("reporter_worker_id", "version", "phase", "bytes_distributed", "error", "phase_seconds")
+    class PhaseSecondsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    REPORTER_WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_DISTRIBUTED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    PHASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    reporter_worker_id: str
+    version: int
+    phase: VersionPhase
+    bytes_distributed: int
+    error: _common_pb2.ErrorDetail
+    phase_seconds: _containers.ScalarMap[str, float]
+    def __init__(self, reporter_worker_id: _Optional[str] = ..., version: _Optional[int] = ..., phase: _Optional[_Union[VersionPhase, str]] = ..., bytes_distributed: _Optional[int] = ..., error: _Optional[_Union[_common_pb2.ErrorDetail, _Mapping]] = ..., phase_seconds: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class ReportVersionProgressResponse(_message.Message):
+    __slots__ = ("phase",)
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    phase: VersionPhase
+    def __init__(self, phase: _Optional[_Union[VersionPhase, str]] = ...) -> None: ...

@@ -75,6 +75,16 @@ class CheckpointEngineServiceStub:
                 request_serializer=k2rl_dot_checkpoint__engine_dot_v1_dot_checkpoint__engine__pb2.ReportUpdateRequest.SerializeToString,
                 response_deserializer=k2rl_dot_checkpoint__engine_dot_v1_dot_checkpoint__engine__pb2.ReportUpdateResponse.FromString,
                 _registered_method=True)
+        self.GetVersionPlan = channel.unary_unary(
+                '/k2rl.checkpoint_engine.v1.CheckpointEngineService/GetVersionPlan',
+                request_serializer=k2rl_dot_checkpoint__engine_dot_v1_dot_checkpoint__engine__pb2.GetVersionPlanRequest.SerializeToString,
+                response_deserializer=k2rl_dot_checkpoint__engine_dot_v1_dot_checkpoint__engine__pb2.GetVersionPlanResponse.FromString,
+                _registered_method=True)
+        self.ReportVersionProgress = channel.unary_unary(
+                '/k2rl.checkpoint_engine.v1.CheckpointEngineService/ReportVersionProgress',
+                request_serializer=k2rl_dot_checkpoint__engine_dot_v1_dot_checkpoint__engine__pb2.ReportVersionProgressRequest.SerializeToString,
+                response_deserializer=k2rl_dot_checkpoint__engine_dot_v1_dot_checkpoint__engine__pb2.ReportVersionProgressResponse.FromString,
+                _registered_method=True)
 
 
 class CheckpointEngineServiceServicer:
@@ -153,6 +163,24 @@ class CheckpointEngineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetVersionPlan(self, request, context):
+        """The full plan of a published version, for engine workers: where every bucket's bytes
+        are (trainer staging buffers) or which checkpoint to read. NOT_FOUND for a version that
+        was never published or whose plan is no longer kept (only the latest is).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportVersionProgress(self, request, context):
+        """Progress of a version on one engine worker: its copy is gathered, buckets were
+        distributed, or it failed (a peer died, the source was unreadable or corrupt). A FAILED
+        report fails the version; replicas keep serving their previous one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CheckpointEngineServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -195,6 +223,16 @@ def add_CheckpointEngineServiceServicer_to_server(servicer, server):
                     servicer.ReportUpdate,
                     request_deserializer=k2rl_dot_checkpoint__engine_dot_v1_dot_checkpoint__engine__pb2.ReportUpdateRequest.FromString,
                     response_serializer=k2rl_dot_checkpoint__engine_dot_v1_dot_checkpoint__engine__pb2.ReportUpdateResponse.SerializeToString,
+            ),
+            'GetVersionPlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVersionPlan,
+                    request_deserializer=k2rl_dot_checkpoint__engine_dot_v1_dot_checkpoint__engine__pb2.GetVersionPlanRequest.FromString,
+                    response_serializer=k2rl_dot_checkpoint__engine_dot_v1_dot_checkpoint__engine__pb2.GetVersionPlanResponse.SerializeToString,
+            ),
+            'ReportVersionProgress': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportVersionProgress,
+                    request_deserializer=k2rl_dot_checkpoint__engine_dot_v1_dot_checkpoint__engine__pb2.ReportVersionProgressRequest.FromString,
+                    response_serializer=k2rl_dot_checkpoint__engine_dot_v1_dot_checkpoint__engine__pb2.ReportVersionProgressResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -414,6 +452,60 @@ class CheckpointEngineService:
             '/k2rl.checkpoint_engine.v1.CheckpointEngineService/ReportUpdate',
             k2rl_dot_checkpoint__engine_dot_v1_dot_checkpoint__engine__pb2.ReportUpdateRequest.SerializeToString,
             k2rl_dot_checkpoint__engine_dot_v1_dot_checkpoint__engine__pb2.ReportUpdateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVersionPlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/k2rl.checkpoint_engine.v1.CheckpointEngineService/GetVersionPlan',
+            k2rl_dot_checkpoint__engine_dot_v1_dot_checkpoint__engine__pb2.GetVersionPlanRequest.SerializeToString,
+            k2rl_dot_checkpoint__engine_dot_v1_dot_checkpoint__engine__pb2.GetVersionPlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportVersionProgress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/k2rl.checkpoint_engine.v1.CheckpointEngineService/ReportVersionProgress',
+            k2rl_dot_checkpoint__engine_dot_v1_dot_checkpoint__engine__pb2.ReportVersionProgressRequest.SerializeToString,
+            k2rl_dot_checkpoint__engine_dot_v1_dot_checkpoint__engine__pb2.ReportVersionProgressResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -19,6 +19,7 @@ class TaskKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TASK_KIND_AGENTIC: _ClassVar[TaskKind]
     TASK_KIND_SAFETY: _ClassVar[TaskKind]
     TASK_KIND_EXACT_MATCH: _ClassVar[TaskKind]
+    TASK_KIND_LOGIC_PUZZLE: _ClassVar[TaskKind]
 
 class RubricKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -49,6 +50,7 @@ TASK_KIND_RUBRIC: TaskKind
 TASK_KIND_AGENTIC: TaskKind
 TASK_KIND_SAFETY: TaskKind
 TASK_KIND_EXACT_MATCH: TaskKind
+TASK_KIND_LOGIC_PUZZLE: TaskKind
 RUBRIC_KIND_UNSPECIFIED: RubricKind
 RUBRIC_KIND_CORE: RubricKind
 RUBRIC_KIND_PRESCRIPTIVE: RubricKind
@@ -64,14 +66,36 @@ CONVERSATION_ROLE_ASSISTANT: ConversationRole
 CONVERSATION_ROLE_TOOL: ConversationRole
 
 class ConversationMessage(_message.Message):
-    __slots__ = ("role", "content", "tool_name")
+    __slots__ = ("role", "content", "tool_name", "tool_calls")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     TOOL_NAME_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
     role: ConversationRole
     content: str
     tool_name: str
-    def __init__(self, role: _Optional[_Union[ConversationRole, str]] = ..., content: _Optional[str] = ..., tool_name: _Optional[str] = ...) -> None: ...
+    tool_calls: _containers.RepeatedCompositeFieldContainer[ToolCall]
+    def __init__(self, role: _Optional[_Union[ConversationRole, str]] = ..., content: _Optional[str] = ..., tool_name: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ...) -> None: ...
+
+class ToolCall(_message.Message):
+    __slots__ = ("name", "arguments_json")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    arguments_json: str
+    def __init__(self, name: _Optional[str] = ..., arguments_json: _Optional[str] = ...) -> None: ...
+
+class ToolCallCheckpoint(_message.Message):
+    __slots__ = ("tool_name", "arguments_subset_json", "ordered", "forbidden")
+    TOOL_NAME_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_SUBSET_JSON_FIELD_NUMBER: _ClassVar[int]
+    ORDERED_FIELD_NUMBER: _ClassVar[int]
+    FORBIDDEN_FIELD_NUMBER: _ClassVar[int]
+    tool_name: str
+    arguments_subset_json: str
+    ordered: bool
+    forbidden: bool
+    def __init__(self, tool_name: _Optional[str] = ..., arguments_subset_json: _Optional[str] = ..., ordered: _Optional[bool] = ..., forbidden: _Optional[bool] = ...) -> None: ...
 
 class Rubric(_message.Message):
     __slots__ = ("name", "kind", "criterion", "mandatory", "weight")
@@ -133,12 +157,23 @@ class InstructionConstraint(_message.Message):
     def __init__(self, checker: _Optional[str] = ..., arguments_json: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class RubricReference(_message.Message):
-    __slots__ = ("rubrics", "reference_response")
+    __slots__ = ("rubrics", "reference_response", "tool_checkpoints", "expected_final_state")
+    class ExpectedFinalStateEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     RUBRICS_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FINAL_STATE_FIELD_NUMBER: _ClassVar[int]
     rubrics: _containers.RepeatedCompositeFieldContainer[Rubric]
     reference_response: str
-    def __init__(self, rubrics: _Optional[_Iterable[_Union[Rubric, _Mapping]]] = ..., reference_response: _Optional[str] = ...) -> None: ...
+    tool_checkpoints: _containers.RepeatedCompositeFieldContainer[ToolCallCheckpoint]
+    expected_final_state: _containers.ScalarMap[str, str]
+    def __init__(self, rubrics: _Optional[_Iterable[_Union[Rubric, _Mapping]]] = ..., reference_response: _Optional[str] = ..., tool_checkpoints: _Optional[_Iterable[_Union[ToolCallCheckpoint, _Mapping]]] = ..., expected_final_state: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ExactMatchReference(_message.Message):
     __slots__ = ("accepted_answers", "case_sensitive")
@@ -148,8 +183,48 @@ class ExactMatchReference(_message.Message):
     case_sensitive: bool
     def __init__(self, accepted_answers: _Optional[_Iterable[str]] = ..., case_sensitive: _Optional[bool] = ...) -> None: ...
 
+class PuzzleReference(_message.Message):
+    __slots__ = ("game24", "sudoku", "cryptarithm", "morse")
+    GAME24_FIELD_NUMBER: _ClassVar[int]
+    SUDOKU_FIELD_NUMBER: _ClassVar[int]
+    CRYPTARITHM_FIELD_NUMBER: _ClassVar[int]
+    MORSE_FIELD_NUMBER: _ClassVar[int]
+    game24: Game24Puzzle
+    sudoku: SudokuPuzzle
+    cryptarithm: CryptarithmPuzzle
+    morse: MorsePuzzle
+    def __init__(self, game24: _Optional[_Union[Game24Puzzle, _Mapping]] = ..., sudoku: _Optional[_Union[SudokuPuzzle, _Mapping]] = ..., cryptarithm: _Optional[_Union[CryptarithmPuzzle, _Mapping]] = ..., morse: _Optional[_Union[MorsePuzzle, _Mapping]] = ...) -> None: ...
+
+class Game24Puzzle(_message.Message):
+    __slots__ = ("numbers", "target")
+    NUMBERS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    numbers: _containers.RepeatedScalarFieldContainer[int]
+    target: int
+    def __init__(self, numbers: _Optional[_Iterable[int]] = ..., target: _Optional[int] = ...) -> None: ...
+
+class SudokuPuzzle(_message.Message):
+    __slots__ = ("grid",)
+    GRID_FIELD_NUMBER: _ClassVar[int]
+    grid: str
+    def __init__(self, grid: _Optional[str] = ...) -> None: ...
+
+class CryptarithmPuzzle(_message.Message):
+    __slots__ = ("equation",)
+    EQUATION_FIELD_NUMBER: _ClassVar[int]
+    equation: str
+    def __init__(self, equation: _Optional[str] = ...) -> None: ...
+
+class MorsePuzzle(_message.Message):
+    __slots__ = ("text", "decode")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    DECODE_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    decode: bool
+    def __init__(self, text: _Optional[str] = ..., decode: _Optional[bool] = ...) -> None: ...
+
 class TaskSpec(_message.Message):
-    __slots__ = ("kind", "task_id", "prompt", "math", "code", "instruction", "rubric", "exact_match")
+    __slots__ = ("kind", "task_id", "prompt", "math", "code", "instruction", "rubric", "exact_match", "puzzle")
     KIND_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -158,6 +233,7 @@ class TaskSpec(_message.Message):
     INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     RUBRIC_FIELD_NUMBER: _ClassVar[int]
     EXACT_MATCH_FIELD_NUMBER: _ClassVar[int]
+    PUZZLE_FIELD_NUMBER: _ClassVar[int]
     kind: TaskKind
     task_id: str
     prompt: str
@@ -166,21 +242,31 @@ class TaskSpec(_message.Message):
     instruction: InstructionReference
     rubric: RubricReference
     exact_match: ExactMatchReference
-    def __init__(self, kind: _Optional[_Union[TaskKind, str]] = ..., task_id: _Optional[str] = ..., prompt: _Optional[str] = ..., math: _Optional[_Union[MathReference, _Mapping]] = ..., code: _Optional[_Union[CodeReference, _Mapping]] = ..., instruction: _Optional[_Union[InstructionReference, _Mapping]] = ..., rubric: _Optional[_Union[RubricReference, _Mapping]] = ..., exact_match: _Optional[_Union[ExactMatchReference, _Mapping]] = ...) -> None: ...
+    puzzle: PuzzleReference
+    def __init__(self, kind: _Optional[_Union[TaskKind, str]] = ..., task_id: _Optional[str] = ..., prompt: _Optional[str] = ..., math: _Optional[_Union[MathReference, _Mapping]] = ..., code: _Optional[_Union[CodeReference, _Mapping]] = ..., instruction: _Optional[_Union[InstructionReference, _Mapping]] = ..., rubric: _Optional[_Union[RubricReference, _Mapping]] = ..., exact_match: _Optional[_Union[ExactMatchReference, _Mapping]] = ..., puzzle: _Optional[_Union[PuzzleReference, _Mapping]] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
-    __slots__ = ("task", "response", "conversation", "trajectory", "skip_hack_check")
+    __slots__ = ("task", "response", "conversation", "trajectory", "skip_hack_check", "final_state")
+    class FinalStateEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     TASK_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_FIELD_NUMBER: _ClassVar[int]
     TRAJECTORY_FIELD_NUMBER: _ClassVar[int]
     SKIP_HACK_CHECK_FIELD_NUMBER: _ClassVar[int]
+    FINAL_STATE_FIELD_NUMBER: _ClassVar[int]
     task: TaskSpec
     response: str
     conversation: _containers.RepeatedCompositeFieldContainer[ConversationMessage]
     trajectory: _common_pb2.Trajectory
     skip_hack_check: bool
-    def __init__(self, task: _Optional[_Union[TaskSpec, _Mapping]] = ..., response: _Optional[str] = ..., conversation: _Optional[_Iterable[_Union[ConversationMessage, _Mapping]]] = ..., trajectory: _Optional[_Union[_common_pb2.Trajectory, _Mapping]] = ..., skip_hack_check: _Optional[bool] = ...) -> None: ...
+    final_state: _containers.ScalarMap[str, str]
+    def __init__(self, task: _Optional[_Union[TaskSpec, _Mapping]] = ..., response: _Optional[str] = ..., conversation: _Optional[_Iterable[_Union[ConversationMessage, _Mapping]]] = ..., trajectory: _Optional[_Union[_common_pb2.Trajectory, _Mapping]] = ..., skip_hack_check: _Optional[bool] = ..., final_state: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
     __slots__ = ("reward", "passed", "checks", "hack_findings", "verifier", "latency_ms", "error")

@@ -1,0 +1,444 @@
+"""An engine worker: gathers its share of a version, broadcasts every bucket to all workers
+over torch.distributed, and feeds the replicas assigned to it from two IPC slots.
+
+Pipeline (K2 Appendix G). Bucket i is owned by worker i % world_size, which gathers it
+(the "H2D" copy: on CPU a copy out of the trainer's shared staging buffer or from disk).
+  * two_stage (default, what K2 runs): every worker gathers its whole share first, then
+    broadcast and reload overlap: bucket i+1 is broadcast into one slot while replicas
+    reload bucket i from the other.
+  * three_stage: gathering bucket i+1 into the single H2D buffer also overlaps with the
+    broadcast of bucket i (a copy thread).
+A slot is overwritten only after every replica of this worker acknowledged the bucket in
+it. Every collective runs under the group's timeout; on any collective failure (a peer
+died) the worker reports the version FAILED, cancels its replica streams (they keep their
+previous version) and exits non-zero instead of hanging.
+
+Control: rank 0 asks the coordinator what to do next and broadcasts the decision, so all
+ranks run the same job: a global update for a new version, or a P2P push of the current
+version to replicas that joined late (only the owners of buckets send, point to point, to
+the worker serving the replica; no global broadcast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import grpc
+import torch
+import torch.distributed as dist
+
+from k2rl.checkpoint_engine.replica_push import ReplicaSession
+from k2rl.checkpoint_engine.settings import WorkerSettings
+from k2rl.checkpoint_engine.sources import CheckpointSource, TrainerSource
+from k2rl.checkpoint_engine.v1 import checkpoint_engine_pb2 as ce
+from k2rl.checkpoint_engine.v1 import checkpoint_engine_pb2_grpc
+from k2rl.common.v1 import common_pb2
+from k2rl.core.client import ClientOptions, close_stub, create_stub
+from k2rl.core.config import load_settings
+from k2rl.inference.v1 import inference_pb2, inference_pb2_grpc
+from k2rl.weights import (
+    BucketLayout,
+    Checksum,
+    ChecksumAlgorithm,
+    ChecksumMismatch,
+    SharedBuffer,
+    compute_checksum,
+    create_buffer,
+    describe_shm,
+    reap_orphans,
+    this_node,
+    verify_checksum,
+)
+from k2rl.weights import proto as wire
+
+log = logging.getLogger(__name__)
+
+
+class CollectiveFailure(RuntimeError):
+    """A collective broke (peer died, timeout): this process group is unusable."""
+
+
+@dataclass
+class Job:
+    """What every rank does next; decided by rank 0, broadcast to all."""
+
+    kind: str  # "idle", "update", "p2p", "stop"
+    version: int = 0
+    replicas: list[tuple[str, str]] = field(default_factory=list)  # (worker id, address)
+
+
+@dataclass
+class PhaseTimes:
+    seconds: dict[str, float] = field(default_factory=lambda: {"gather": 0.0, "broadcast": 0.0, "reload_wait": 0.0,
+                                                                "commit": 0.0})
+
+
+class EngineWorker:
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.settings = settings
+        self.rank, self.world_size = settings.rank, settings.world_size
+        options = ClientOptions.from_settings(settings)
+        self._options = options
+        self._coordinator = create_stub(checkpoint_engine_pb2_grpc.CheckpointEngineServiceStub,
+                                        settings.dependencies["checkpoint_engine"], options)
+        self._worker_id = ""
+        self._slots: list[SharedBuffer] = []
+        self._h2d: torch.Tensor | None = None
+        self._done_version = 0
+        self._retained: tuple[int, dict[int, torch.Tensor]] = (0, {})  # two-stage share of the last version
+        self._attempted: set[tuple[str, int]] = set()
+        self._stop = threading.Event()
+        self.last_times = PhaseTimes()
+
+    # --- lifecycle ---
+
+    def start(self) -> None:
+        reap_orphans()
+        timeout = timedelta(seconds=self.settings.collective_timeout_s)
+        store = dist.TCPStore(self.settings.master_addr, self.settings.master_port, self.world_size,
+                              is_master=self.rank == 0, timeout=timeout)
+        # A fresh prefix per group start: a restarted group never reads a previous run's keys.
+        generation = self._agree_generation(store)
+        dist.init_process_group("gloo", store=dist.PrefixStore(f"k2rl-ce/{generation}", store), rank=self.rank,
+                                world_size=self.world_size, timeout=timeout)
+        self._slots = [create_buffer(self.settings.bucket_bytes, f"ce.r{self.rank}.slot{i}") for i in range(2)]
+        self._register()
+        threading.Thread(target=self._heartbeat_loop, name="ce-heartbeat", daemon=True).start()
+
+    def _agree_generation(self, store: dist.TCPStore) -> str:
+        if self.rank == 0:
+            store.set("k2rl-ce/generation", uuid.uuid4().hex)
+        store.wait(["k2rl-ce/generation"])
+        return store.get("k2rl-ce/generation").decode()
+
+    @property
+    def worker_id(self) -> str:
+        return self._worker_id
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        try:
+            if self._worker_id:
+                self._coordinator.DeregisterWorker(ce.DeregisterWorkerRequest(worker_id=self._worker_id, reason="exit"),
+                                                   timeout=5)
+        except grpc.RpcError:
+            pass
+        for slot in self._slots:
+            slot.close()
+        close_stub(self._coordinator)
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+    def _register(self) -> None:
+        request = ce.RegisterWorkerRequest(
+            kind=ce.WORKER_KIND_ENGINE_WORKER, instance_name=self.settings.instance_name or f"{this_node()}/engine-{self.rank}",
+            devices=[ce.Device(node=this_node(), name="cpu")], rank=self.rank, world_size=self.world_size)
+        self._worker_id = self._coordinator.RegisterWorker(request, timeout=self.settings.client_timeout_s).worker_id
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                self._coordinator.Heartbeat(ce.HeartbeatRequest(worker_id=self._worker_id), timeout=5)
+            except grpc.RpcError as error:
+                if error.code() == grpc.StatusCode.NOT_FOUND:
+                    try:
+                        self._register()
+                    except grpc.RpcError:
+                        log.warning("re-registration failed; retrying")
+
+    # --- control loop ---
+
+    def run(self) -> None:
+        """Serve jobs until stopped (rank 0 decides) or a collective fails."""
+        while True:
+            job = [self._next_job() if self.rank == 0 else None]
+            self._collective(dist.broadcast_object_list, job, src=0)
+            current: Job = job[0]  # type: ignore[assignment]
+            if current.kind == "stop":
+                return
+            if current.kind == "idle":
+                time.sleep(self.settings.poll_interval_s)
+                continue
+            self._execute(current)
+
+    def _next_job(self) -> Job:
+        if self._stop.is_set():
+            return Job("stop")
+        try:
+            status = self._coordinator.GetVersion(ce.GetVersionRequest(), timeout=5)
+        except grpc.RpcError:
+            return Job("idle")
+        latest = status.latest_version.version
+        live = [r for r in status.replicas if r.live]
+        if latest > self._done_version and status.latest_phase in (ce.VERSION_PHASE_GATHERING, ce.VERSION_PHASE_DISTRIBUTING):
+            targets = [(r.worker_id, r.address) for r in live if r.weight_version < latest]
+            return Job("update", latest, targets)
+        if self._done_version and latest == self._done_version:
+            late = [(r.worker_id, r.address) for r in live if r.weight_version < latest
+                    and (r.worker_id, latest) not in self._attempted]
+            if late:
+                return Job("p2p", latest, late)
+        return Job("idle")
+
+    def _execute(self, job: Job) -> None:
+        self._attempted.update((replica, job.version) for replica, _ in job.replicas)
+        plan = self._coordinator.GetVersionPlan(ce.GetVersionPlanRequest(version=job.version),
+                                                timeout=self.settings.client_timeout_s)
+        try:
+            self.update(plan, job.replicas, p2p=job.kind == "p2p")
+        except CollectiveFailure as failure:
+            self._report(job.version, ce.VERSION_PHASE_FAILED, 0, error=common_pb2.ErrorDetail(
+                code="ENGINE_WORKER_FAILED", message=str(failure), retryable=True))
+            raise
+        self._done_version = max(self._done_version, job.version)
+
+    # --- one version ---
+
+    def update(self, plan: ce.GetVersionPlanResponse, replicas: list[tuple[str, str]], p2p: bool = False) -> PhaseTimes:
+        """Run one version on this rank. ``replicas`` is the job's full list, the same on every
+        rank; replica i is fed by rank i % world_size."""
+        version = plan.version.version
+        buckets = [wire.bucket_from_proto(p.bucket) for p in plan.buckets]
+        times = PhaseTimes()
+        source = CheckpointSource(plan.checkpoint.path) if plan.HasField("checkpoint") else TrainerSource()
+        serving = {i % self.world_size for i in range(len(replicas))}
+        mine = [r for i, r in enumerate(replicas) if i % self.world_size == self.rank]
+        sessions = self._open_sessions(plan.version, len(buckets), mine)
+        try:
+            if p2p and self._retained[0] == version:
+                owned = self._retained[1]  # the trainer may have reused its buffers since
+            elif self.settings.pipeline == "two_stage":
+                owned = self._gather(plan, buckets, source, times)
+            else:
+                owned = {}
+            if not p2p:
+                self._report(version, ce.VERSION_PHASE_DISTRIBUTING, 0, times)
+            self._distribute(plan, buckets, source, owned, sessions, times, serving if p2p else None)
+            self._retained = (version, owned) if owned else (0, {})
+            start = time.perf_counter()
+            for session in sessions:
+                session.commit(version, len(buckets))
+            for session in sessions:
+                session.wait_result()
+            times.seconds["commit"] += time.perf_counter() - start
+        except BaseException:
+            for session in sessions:
+                session.cancel("the engine worker failed the update")
+            raise
+        finally:
+            source.close()
+        self._report_replicas(version, sessions)
+        if not p2p:
+            self._report(version, ce.VERSION_PHASE_COMPLETE, sum(b.byte_size for b in buckets), times)
+        self.last_times = times
+        return times
+
+    def _open_sessions(self, version: common_pb2.WeightVersion, bucket_count: int,
+                       replicas: list[tuple[str, str]]) -> list[ReplicaSession]:
+        slots = [inference_pb2.IpcSlot(slot=i, handle=wire.descriptor_to_proto(describe_shm(s)))
+                 for i, s in enumerate(self._slots)]
+        begin = inference_pb2.UpdateWeightsBegin(version=version, bucket_count=bucket_count, slots=slots,
+                                                 in_flight_policy=inference_pb2.IN_FLIGHT_POLICY_PAUSE)
+        sessions = []
+        for replica_id, address in replicas:
+            stub = create_stub(inference_pb2_grpc.InferenceServiceStub, address, self._options)
+            sessions.append(ReplicaSession(stub, replica_id, begin, self.settings.replica_timeout_s))
+        return sessions
+
+    def _owner(self, index: int) -> int:
+        return index % self.world_size
+
+    def _gather(self, plan: ce.GetVersionPlanResponse, buckets: list[BucketLayout], source: object,
+                times: PhaseTimes) -> dict[int, torch.Tensor]:
+        """Two-stage step 1: copy this worker's whole share in one go (the H2D stage)."""
+        start = time.perf_counter()
+        mine = [b for b in buckets if self._owner(b.index) == self.rank]
+        total = sum(b.byte_size for b in mine)
+        if self._h2d is None or self._h2d.numel() < total:
+            self._h2d = torch.empty(max(total, 1), dtype=torch.uint8)
+        owned, offset = {}, 0
+        for bucket in mine:
+            region = self._h2d[offset:offset + bucket.byte_size]
+            self._load(plan, bucket, source, region)
+            owned[bucket.index] = region
+            offset += bucket.byte_size
+        times.seconds["gather"] += time.perf_counter() - start
+        return owned
+
+    def _load(self, plan: ce.GetVersionPlanResponse, bucket: BucketLayout, source: object, out: torch.Tensor) -> None:
+        if isinstance(source, TrainerSource):
+            source.copy_bucket(plan.buckets[bucket.index], bucket, out)
+            if self.settings.verify_source_checksums and bucket.checksum is not None:
+                try:
+                    verify_checksum(out[:bucket.byte_size], bucket.checksum, f"bucket {bucket.index} at its source")
+                except ChecksumMismatch as error:
+                    raise CollectiveFailure(str(error)) from None
+        else:
+            assert isinstance(source, CheckpointSource)
+            source.copy_bucket(bucket, out)
+
+    def _distribute(self, plan: ce.GetVersionPlanResponse, buckets: list[BucketLayout], source: object,
+                    owned: dict[int, torch.Tensor], sessions: list[ReplicaSession], times: PhaseTimes,
+                    p2p_ranks: set[int] | None) -> None:
+        copier = ThreadPoolExecutor(1, thread_name_prefix="ce-h2d") if not owned else None
+        pending: Future[torch.Tensor] | None = None
+        h2d = [torch.empty(self.settings.bucket_bytes, dtype=torch.uint8) for _ in range(2)] if copier else []
+        try:
+            if copier:
+                pending = self._prefetch(copier, plan, buckets, source, h2d, -1)
+            for bucket in buckets:
+                slot = bucket.index % 2
+                data = self._slots[slot].tensor[:bucket.byte_size]
+                wait = time.perf_counter()
+                if bucket.index >= 2:
+                    for session in sessions:
+                        session.wait_acked(bucket.index - 2)
+                times.seconds["reload_wait"] += time.perf_counter() - wait
+                start = time.perf_counter()
+                if self._owner(bucket.index) == self.rank:
+                    if copier:
+                        assert pending is not None
+                        staged = pending.result(timeout=self.settings.collective_timeout_s)
+                        pending = self._prefetch(copier, plan, buckets, source, h2d, bucket.index)
+                        data.copy_(staged[:bucket.byte_size])
+                    else:
+                        data.copy_(owned[bucket.index])
+                checksum = self._move(bucket, data, p2p_ranks, plan)
+                times.seconds["broadcast"] += time.perf_counter() - start
+                if checksum is not None:
+                    bucket = bucket.with_checksum(checksum)
+                    buckets[bucket.index] = bucket
+                for session in sessions:
+                    session.send_bucket(bucket, slot)
+            wait = time.perf_counter()
+            for session in sessions:
+                session.wait_acked(len(buckets) - 1)
+            times.seconds["reload_wait"] += time.perf_counter() - wait
+        finally:
+            if copier:
+                copier.shutdown(wait=True, cancel_futures=True)
+
+    def _prefetch(self, copier: ThreadPoolExecutor, plan: ce.GetVersionPlanResponse, buckets: list[BucketLayout],
+                  source: object, h2d: list[torch.Tensor], after: int) -> Future[torch.Tensor] | None:
+        """Three-stage: start copying this worker's next owned bucket after ``after``."""
+        following = [b for b in buckets[after + 1:] if self._owner(b.index) == self.rank]
+        if not following:
+            return None
+        bucket = following[0]
+        out = h2d[(bucket.index // self.world_size) % 2]
+        return copier.submit(lambda: (self._load(plan, bucket, source, out), out)[1])
+
+    def _move(self, bucket: BucketLayout, data: torch.Tensor, p2p_ranks: set[int] | None,
+              plan: ce.GetVersionPlanResponse) -> Checksum | None:
+        """Broadcast one bucket to every worker, or for P2P send it only to ``p2p_ranks``
+        (the workers serving late replicas). Returns its checksum when the engine computed
+        it (a checkpoint source has none in its plan)."""
+        owner = self._owner(bucket.index)
+        from_disk = plan.HasField("checkpoint")
+        digest = torch.zeros(8, dtype=torch.uint8)
+        if from_disk and self.rank == owner:
+            digest.copy_(torch.frombuffer(bytearray(compute_checksum(data, ChecksumAlgorithm.SUM64).digest),
+                                          dtype=torch.uint8))
+        if p2p_ranks is None:
+            self._collective(dist.broadcast, data, src=owner)
+            if from_disk:
+                self._collective(dist.broadcast, digest, src=owner)
+        else:
+            if self.rank == owner:
+                for rank in sorted(p2p_ranks):
+                    if rank != owner:
+                        self._collective(dist.send, data, dst=rank)
+                        if from_disk:
+                            self._collective(dist.send, digest, dst=rank)
+            elif self.rank in p2p_ranks:
+                self._collective(dist.recv, data, src=owner)
+                if from_disk:
+                    self._collective(dist.recv, digest, src=owner)
+        if not from_disk:
+            return None
+        return Checksum(ChecksumAlgorithm.SUM64, bytes(digest.tolist()))
+
+    def _collective(self, op: Callable[..., object], *args: object, **kwargs: object) -> None:
+        try:
+            op(*args, **kwargs)
+        except (RuntimeError, dist.DistBackendError) as error:
+            raise CollectiveFailure(f"engine worker rank {self.rank}: collective failed ({error}); "
+                                    "a peer worker died or timed out") from error
+
+    def _report(self, version: int, phase: int, bytes_moved: int, times: PhaseTimes | None = None,
+                error: common_pb2.ErrorDetail | None = None) -> None:
+        request = ce.ReportVersionProgressRequest(reporter_worker_id=self._worker_id, version=version, phase=phase,
+                                                  bytes_distributed=bytes_moved, error=error,
+                                                  phase_seconds=times.seconds if times else {})
+        try:
+            self._coordinator.ReportVersionProgress(request, timeout=self.settings.client_timeout_s)
+        except grpc.RpcError as rpc_error:
+            log.warning("could not report progress of version %s: %s", version, rpc_error.details())
+
+    def _report_replicas(self, version: int, sessions: list[ReplicaSession]) -> None:
+        for session in sessions:
+            result = session.result
+            if result is not None:
+                outcome, error = result.outcome, result.error if result.HasField("error") else None
+                loaded, duration = result.bytes_loaded, result.duration_ms
+            else:
+                outcome = common_pb2.WEIGHT_UPDATE_OUTCOME_TRANSFER_FAILED
+                error = common_pb2.ErrorDetail(code="TRANSFER_FAILED", message=session.error or "no result",
+                                               retryable=True)
+                loaded, duration = 0, 0.0
+            try:
+                self._coordinator.ReportUpdate(ce.ReportUpdateRequest(
+                    reporter_worker_id=self._worker_id, replica_worker_id=session.replica_id, version=version,
+                    outcome=outcome, error=error, bytes_loaded=loaded, duration_ms=duration),
+                    timeout=self.settings.client_timeout_s)
+            except grpc.RpcError as rpc_error:
+                log.warning("could not report replica %s: %s", session.replica_id, rpc_error.details())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="k2rl checkpoint engine worker")
+    parser.add_argument("--config", type=Path)
+    parser.add_argument("--coordinator", help="host:port of the checkpoint_engine service")
+    for name in ("rank", "world_size", "master_port", "bucket_bytes"):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int)
+    parser.add_argument("--pipeline", choices=["two_stage", "three_stage"])
+    parser.add_argument("--collective-timeout-s", type=float)
+    parser.add_argument("--replica-timeout-s", type=float)
+    parser.add_argument("--no-verify-source-checksums", action="store_true")
+    args = parser.parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if k not in {"config", "coordinator", "no_verify_source_checksums"}}
+    if args.coordinator:
+        overrides["dependencies"] = {"checkpoint_engine": args.coordinator}
+    if args.no_verify_source_checksums:
+        overrides["verify_source_checksums"] = False
+    settings = load_settings(WorkerSettings, "checkpoint_engine", args.config, overrides)
+    logging.basicConfig(level=settings.log_level, format=f"%(asctime)s engine-worker[{settings.rank}] %(message)s")
+    worker = EngineWorker(settings)
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    worker.start()
+    print(f"ready {worker.worker_id}", flush=True)
+    try:
+        worker.run()
+    except CollectiveFailure as failure:
+        log.error("%s; exiting", failure)
+        return 3
+    finally:
+        worker.stop()
+        worker.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""Trainer (2 ranks) -> 2 engine workers (gloo) -> 2 replicas with different shard plans, all
+real processes on loopback. Replicas are k2rl.checkpoint_engine.reference_replica (k2rl.weights)."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import torch
+
+from k2rl.checkpoint_engine.local import cluster, make_params
+from k2rl.checkpoint_engine.v1 import checkpoint_engine_pb2 as ce
+from k2rl.common.v1 import common_pb2
+from k2rl.weights import Selector, tensor_bytes
+
+SHARD_0 = [Selector("model.embed_tokens.weight", dim=0, start=0, length=128),
+           Selector("model.layers.0.self_attn.q_proj.weight", dim=1, start=0, length=32),
+           Selector("lm_head.weight")]
+SHARD_1 = [Selector("model.embed_tokens.weight", dim=0, start=128, length=128),
+           Selector("model.layers.0.self_attn.q_proj.weight", dim=1, start=32, length=32),
+           Selector("model.layers.1.mlp.experts.0.up_proj.weight")]
+
+
+def _assert_holds(c, name: str, version: int, params) -> None:  # noqa: ANN001
+    held_version, tensors = c.held(name)
+    assert held_version == version
+    expected = c.expected(name, params)
+    assert tensors.keys() == expected.keys()
+    for key, tensor in expected.items():
+        assert tensors[key].dtype == tensor.dtype and torch.equal(tensor_bytes(tensors[key]), tensor_bytes(tensor)), key
+
+
+def test_versions_reach_every_replica_bit_identical_and_a_restarted_replica_catches_up(tmp_path) -> None:  # noqa: ANN001
+    with cluster(tmp_path) as c:
+        c.start_replica("r0", SHARD_0)
+        c.start_replica("r1", SHARD_1)
+        for step in (1, 2):
+            params = make_params(seed=step)
+            version = c.publish(params, step)
+            final = c.wait(version)
+            assert final.phase == ce.VERSION_PHASE_COMPLETE, final
+            assert (final.replicas_ready, final.replicas_total) == (2, 2)
+            _assert_holds(c, "r0", version, params)
+            _assert_holds(c, "r1", version, params)
+        status = c.stub.GetVersion(ce.GetVersionRequest(), timeout=5)
+        assert status.fleet_version == version and status.latest_phase == ce.VERSION_PHASE_COMPLETE
+
+        # kill -9 a replica, restart it empty: the engine pushes the current version (P2P,
+        # from its retained copy) without the trainer publishing anything.
+        c.kill_replica("r0")
+        (c.out / "r0.safetensors").unlink()
+        for stager in c.stagers:
+            stager.staging.zero_()  # the trainer has moved on: its buffers no longer hold the version
+        c.start_replica("r0", SHARD_0)
+        final = c.wait(version)
+        assert final.phase == ce.VERSION_PHASE_COMPLETE
+        _assert_holds(c, "r0", version, params)
+
+
+def test_a_corrupted_bucket_is_refused_by_the_replicas_which_keep_the_previous_version(tmp_path) -> None:  # noqa: ANN001
+    with cluster(tmp_path, verify_source=False) as c:
+        c.start_replica("r0", SHARD_0)
+        c.start_replica("r1", SHARD_1)
+        good = make_params(seed=1)
+        v1 = c.publish(good, 1)
+        assert c.wait(v1).phase == ce.VERSION_PHASE_COMPLETE
+        v2 = c.publish(make_params(seed=2), 2, corrupt_bucket=1)
+        final = c.wait(v2)
+        assert final.phase == ce.VERSION_PHASE_FAILED
+        assert final.error.code == "WEIGHT_UPDATE_OUTCOME_CHECKSUM_MISMATCH" and "bucket 1" in final.error.message
+        _assert_holds(c, "r0", v1, good)
+        _assert_holds(c, "r1", v1, good)
+        status = c.stub.GetVersion(ce.GetVersionRequest(), timeout=5)
+        assert status.fleet_version == v1
+        assert {r.last_outcome for r in status.replicas} == {common_pb2.WEIGHT_UPDATE_OUTCOME_CHECKSUM_MISMATCH}
+        # The next clean version goes through.
+        v3 = c.publish(make_params(seed=3), 3)
+        assert c.wait(v3).phase == ce.VERSION_PHASE_COMPLETE
+        _assert_holds(c, "r0", v3, make_params(seed=3))
+
+
+def test_a_corrupted_source_is_caught_by_the_engine_before_any_replica_sees_it(tmp_path) -> None:  # noqa: ANN001
+    with cluster(tmp_path) as c:
+        c.start_replica("r0", SHARD_0)
+        good = make_params(seed=1)
+        v1 = c.publish(good, 1)
+        assert c.wait(v1).phase == ce.VERSION_PHASE_COMPLETE
+        v2 = c.publish(make_params(seed=2), 2, corrupt_bucket=0)
+        final = c.wait(v2)
+        assert final.phase == ce.VERSION_PHASE_FAILED and "bucket 0 at its source" in final.error.message
+        _assert_holds(c, "r0", v1, good)
+
+
+def test_a_worker_killed_mid_update_fails_the_version_cleanly_without_hanging(tmp_path) -> None:  # noqa: ANN001
+    with cluster(tmp_path, bucket_bytes=4096, collective_timeout_s=5) as c:
+        c.start_replica("r0", SHARD_0)
+        c.start_replica("r1", SHARD_1)
+        good = make_params(seed=1)
+        v1 = c.publish(good, 1)
+        assert c.wait(v1).phase == ce.VERSION_PHASE_COMPLETE
+        big = make_params(seed=2, layers=24, width=256)  # ~hundreds of buckets: the update takes a while
+        v2 = c.publish(big, 2)
+        for message in c.stub.WaitForVersion(ce.WaitForVersionRequest(min_version=v2), timeout=60):
+            if message.phase == ce.VERSION_PHASE_DISTRIBUTING:
+                break
+        c.workers[1].send_signal(signal.SIGKILL)
+        started = time.monotonic()
+        final = c.wait(v2, timeout=60)
+        assert final.phase == ce.VERSION_PHASE_FAILED, final
+        assert final.error.code == "ENGINE_WORKER_FAILED"
+        assert c.workers[0].wait(timeout=30) == 3, "the surviving worker exits with its failure code"
+        assert time.monotonic() - started < 30
+        _assert_holds(c, "r0", v1, good)
+        _assert_holds(c, "r1", v1, good)
+
+
+def test_a_hundred_consecutive_updates_with_the_three_stage_pipeline(tmp_path) -> None:  # noqa: ANN001
+    with cluster(tmp_path, pipeline="three_stage") as c:
+        c.start_replica("r0", SHARD_0)
+        c.start_replica("r1", SHARD_1)
+        base = make_params(seed=0, layers=2)
+        for step in range(1, 101):
+            params = [{k: v + step if v.is_floating_point() else v for k, v in rank.items()} for rank in base]
+            version = c.publish(params, step)
+            assert version == step
+            assert c.wait(version).phase == ce.VERSION_PHASE_COMPLETE, step
+        _assert_holds(c, "r0", 100, params)
+        _assert_holds(c, "r1", 100, params)
