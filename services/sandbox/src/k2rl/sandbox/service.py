@@ -1,20 +1,56 @@
-"""The sandbox service: isolated execution of untrusted code.
+"""The sandbox service: isolated execution of untrusted code (K2 report §3.2.1).
 
-Until its domain logic lands, every RPC of SandboxService answers UNIMPLEMENTED (the
-generated servicer's default) while the service itself runs, answers health and exports
-metrics like any other.
+``build`` refuses to start when bubblewrap cannot confine programs, unless
+``unsafe_dev_mode`` is set (which logs a loud warning and reports no namespaces in
+GetPoolStats.isolation_features).
 """
 
 from __future__ import annotations
 
-from k2rl.core.config import ServiceSettings
 from k2rl.core.server import ServiceContext, ServicerBinding, ServiceSpec
+from k2rl.sandbox.http_api import HttpApiServer
+from k2rl.sandbox.isolation import Isolation, IsolationConfig
+from k2rl.sandbox.pool import PoolLimits, SandboxPool
+from k2rl.sandbox.programs import Executor, Toolchain
+from k2rl.sandbox.runtime import ProcessRuntime
+from k2rl.sandbox.servicer import SandboxServicer
+from k2rl.sandbox.sessions import SessionStore
+from k2rl.sandbox.settings import SandboxSettings
 from k2rl.sandbox.v1 import sandbox_pb2, sandbox_pb2_grpc
 
 
+def build_pool(settings: SandboxSettings, context: ServiceContext) -> tuple[SandboxPool, Isolation]:
+    settings.work_root.mkdir(parents=True, exist_ok=True)
+    settings.work_root.chmod(0o711)  # the sandbox uid must traverse it to reach its own directory
+    isolation = Isolation(IsolationConfig(
+        work_root=settings.work_root, bwrap_path=settings.bwrap_path, launcher_compiler=settings.launcher_compiler,
+        setpriv_path=settings.setpriv_path,
+        ro_binds=tuple(settings.ro_binds),
+        tmp_size_bytes=settings.tmp_size_bytes, sandbox_uid=settings.sandbox_uid,
+        sandbox_gid=settings.sandbox_gid, seccomp=settings.seccomp, unsafe_dev_mode=settings.unsafe_dev_mode,
+    ))
+    sessions = SessionStore(settings.work_root, settings.max_sessions, settings.session_idle_timeout_s,
+                            settings.max_session_idle_timeout_s, isolation.file_owner)
+    executor = Executor(ProcessRuntime(isolation),
+                        Toolchain(settings.python_command, settings.bash_command, settings.cxx_command),
+                        isolation.file_owner)
+    limits = PoolLimits(settings.concurrency, settings.max_queue, settings.default_limits, settings.limit_ceilings)
+    return SandboxPool(executor, limits, sessions, settings.work_root, context.metrics), isolation
+
+
 def build(context: ServiceContext) -> list[ServicerBinding]:
-    servicer = sandbox_pb2_grpc.SandboxServiceServicer()
+    settings = context.settings
+    assert isinstance(settings, SandboxSettings)
+    pool, isolation = build_pool(settings, context)
+    context.on_shutdown.append(pool.sessions.shutdown)
+    context.on_shutdown.append(pool.close)
+    if settings.http_port:
+        http = HttpApiServer(pool, settings.http_host, settings.http_port)
+        http.start()
+        context.on_shutdown.append(http.stop)
+    servicer = SandboxServicer(pool, pool.sessions, sandbox_pb2.SANDBOX_RUNTIME_PROCESS, isolation.features,
+                               settings.max_read_bytes)
     return [ServicerBinding.generated(sandbox_pb2, sandbox_pb2_grpc, "SandboxService", servicer)]
 
 
-SERVICE = ServiceSpec("sandbox", "isolated execution of untrusted code", ServiceSettings, build)
+SERVICE = ServiceSpec("sandbox", "isolated execution of untrusted code", SandboxSettings, build)
