@@ -1,0 +1,1 @@
+"""Verifiers: pure functions from (reference, response) to a ``Verdict``, one module each."""
