@@ -1,0 +1,43 @@
+"""Settings of the inference service (every key has a default that runs on a laptop CPU)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from k2rl.core.config import MiB, ServiceSettings
+from k2rl.inference.engine import EngineConfig
+
+
+class InferenceSettings(ServiceSettings):
+    model: str = Field("k2-nano", description="preset name (random init from `seed`) or HF checkpoint directory")
+    tokenizer: str | None = Field(None, description="tokenizer preset or directory; unset = the model's")
+    served_model_name: str | None = Field(None, description="model id of the OpenAI API; unset = `model`")
+    device: str = Field("cpu", description="torch device of the native engine, e.g. cpu or cuda:0")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    seed: int = Field(0, ge=0, description="model init seed for presets and the shared sampling generator")
+    block_size: int = Field(16, gt=0, description="tokens per KV-cache block")
+    num_kv_blocks: int = Field(0, ge=0, description="KV-cache blocks; 0 = as many as kv_cache_bytes holds")
+    kv_cache_bytes: int = Field(64 * MiB, gt=0, description="KV-cache budget when num_kv_blocks is 0")
+    max_running_requests: int = Field(64, gt=0, description="sequences decoded together")
+    max_batched_tokens: int = Field(4096, gt=0, description="padded tokens of one prefill step")
+    max_context_length: int = Field(0, ge=0, description="prompt + output limit; 0 = the model's")
+    enable_prefix_caching: bool = True
+    http_host: str = Field("127.0.0.1", description="address of the OpenAI-compatible HTTP API")
+    http_port: int = Field(8052, ge=-1, le=65535, description="its port; 0 = any free port, -1 = disabled")
+    initial_weight_version: int = Field(
+        0, ge=0, description="version reported for the weights loaded at startup (updates must be newer)"
+    )
+
+    def engine_config(self) -> EngineConfig:
+        return EngineConfig(
+            block_size=self.block_size,
+            num_kv_blocks=self.num_kv_blocks,
+            kv_cache_bytes=self.kv_cache_bytes,
+            max_running_requests=self.max_running_requests,
+            max_batched_tokens=self.max_batched_tokens,
+            max_context_length=self.max_context_length,
+            enable_prefix_caching=self.enable_prefix_caching,
+            seed=self.seed,
+        )

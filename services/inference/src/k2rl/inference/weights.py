@@ -1,0 +1,133 @@
+"""Staging a new weight version next to the one being served.
+
+An update arrives as named tensors (or pieces of them: a tensor larger than a bucket comes
+in several slices). Each is copied into a staged buffer with the served parameter's
+shape, dtype and device, while the engine keeps sampling from the current weights. Only
+when every parameter is covered does the engine swap the staged buffers in, between two
+scheduler steps, by replacing each parameter's storage (``param.data = staged``): an
+O(number of parameters) pointer swap, so no step ever sees a mix of versions. The cost is
+one extra copy of the weights in memory while an update is staged.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import torch
+
+from k2rl.models import CausalLM
+
+
+class WeightUpdateOutcome(enum.Enum):
+    APPLIED = "applied"
+    ALREADY_CURRENT = "already_current"
+    STALE_VERSION = "stale_version"
+    LAYOUT_MISMATCH = "layout_mismatch"
+    BUSY = "busy"
+    TRANSFER_FAILED = "transfer_failed"
+
+
+class InFlightPolicy(enum.Enum):
+    """What a weight swap does with requests that are running (proto ``InFlightPolicy``).
+
+    REFUSE: the update is refused (BUSY) if any request is queued or running.
+    PAUSE:  running requests are preempted at the swap and recomputed under the new
+            weights (their KV cache was computed by the old ones); tokens sampled after
+            the swap carry the new version, so each sample records exactly which version
+            produced which span. No request ever finishes on the old version after the swap.
+    ABORT:  running requests end with finish reason ABORT before the swap.
+    """
+
+    REFUSE = "refuse"
+    PAUSE = "pause"
+    ABORT = "abort"
+
+
+class LayoutMismatch(ValueError):
+    """A tensor's name or shape does not match the served model."""
+
+
+def served_tensors(model: CausalLM) -> dict[str, torch.Tensor]:
+    """Parameters and persistent buffers by HF name; a tied ``lm_head.weight`` is left out."""
+    state = dict(model.named_parameters())
+    state.update({name: buf for name, buf in model.named_buffers() if name in model.state_dict()})
+    if model.config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    return state
+
+
+@dataclass
+class _Staged:
+    buffer: torch.Tensor
+    covered: int = 0  # elements received
+
+
+class WeightStager:
+    """Receives the tensors of one version; ``complete`` once every parameter is covered."""
+
+    def __init__(self, model: CausalLM, version: int) -> None:
+        self.version = version
+        self._targets = served_tensors(model)
+        self._tied = model.config.tie_word_embeddings
+        self._staged: dict[str, _Staged] = {}
+        self.bytes_loaded = 0
+
+    def load(self, name: str, tensor: torch.Tensor, element_offset: int = 0, *, adopt: bool = False) -> None:
+        """Copy ``tensor`` (a whole parameter, or a flat slice starting at ``element_offset``).
+
+        ``adopt=True`` takes a whole tensor that already has the parameter's dtype, device and
+        layout without copying; only for tensors nobody else will modify (a receiver's copies).
+        """
+        if self._tied and name == "lm_head.weight":
+            return  # the embedding carries it
+        target = self._targets.get(name)
+        if target is None:
+            raise LayoutMismatch(f"{name} is not a parameter of the served model")
+        whole = element_offset == 0 and tuple(tensor.shape) == tuple(target.shape)
+        if not whole and element_offset + tensor.numel() > target.numel():
+            raise LayoutMismatch(
+                f"{name}: slice [{element_offset}, {element_offset + tensor.numel()}) exceeds "
+                f"{tuple(target.shape)} ({target.numel()} elements)"
+            )
+        if not tensor.is_floating_point() and target.is_floating_point():
+            raise LayoutMismatch(f"{name}: got dtype {tensor.dtype}, the model holds {target.dtype}")
+        if adopt and whole and tensor.dtype == target.dtype and tensor.device == target.device and tensor.is_contiguous():
+            self._staged[name] = _Staged(tensor, tensor.numel())
+            self.bytes_loaded += tensor.numel() * tensor.element_size()
+            return
+        staged = self._staged.get(name)
+        if staged is None:
+            staged = _Staged(torch.empty_like(target, memory_format=torch.contiguous_format))
+            self._staged[name] = staged
+        flat = staged.buffer.view(-1)
+        flat[element_offset : element_offset + tensor.numel()].copy_(tensor.reshape(-1))
+        staged.covered += tensor.numel()
+        self.bytes_loaded += tensor.numel() * tensor.element_size()
+
+    def load_all(self, tensors: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]]) -> None:
+        items = tensors.items() if isinstance(tensors, Mapping) else tensors
+        for name, tensor in items:
+            self.load(name, tensor)
+
+    def missing(self) -> list[str]:
+        return [
+            name
+            for name, target in self._targets.items()
+            if name not in self._staged or self._staged[name].covered < target.numel()
+        ]
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing()
+
+    def swap_into(self, model: CausalLM) -> None:
+        """Install the staged tensors (caller guarantees no forward runs concurrently)."""
+        missing = self.missing()
+        if missing:
+            raise LayoutMismatch(f"{len(missing)} parameters not covered, e.g. {missing[:3]}")
+        targets = served_tensors(model)
+        for name, staged in self._staged.items():
+            targets[name].data = staged.buffer
+        self._staged.clear()
