@@ -1,20 +1,46 @@
 """The trainer service: torch.distributed pretrain / SFT / RL training with MuonClip.
 
-Until its domain logic lands, every RPC of TrainerService answers UNIMPLEMENTED (the
-generated servicer's default) while the service itself runs, answers health and exports
-metrics like any other.
+``k2rl serve trainer --nproc N`` runs rank 0 in this process (it serves gRPC) and spawns
+ranks 1..N-1; under ``torchrun`` every process runs ``k2rl serve trainer``, rank 0 serves
+and the others follow it (``main``).
 """
 
 from __future__ import annotations
 
+import os
+
 from k2rl.core.config import ServiceSettings
-from k2rl.core.server import ServiceContext, ServicerBinding, ServiceSpec
+from k2rl.core.server import ServiceContext, ServicerBinding, ServiceSpec, serve
+from k2rl.trainer.config import TrainerSettings
+from k2rl.trainer.launch import JobSpec, run_follower, start_job
+from k2rl.trainer.servicer import TrainerServicer
 from k2rl.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
 
+def job_spec(settings: TrainerSettings) -> JobSpec:
+    return JobSpec(model=settings.model, training=settings.training, device=settings.device,
+                   nproc=settings.nproc, resume_from=settings.resume_from, dist_port=settings.dist_port,
+                   dist_timeout_s=settings.dist_timeout_s)
+
+
 def build(context: ServiceContext) -> list[ServicerBinding]:
-    servicer = trainer_pb2_grpc.TrainerServiceServicer()
+    settings = context.settings
+    assert isinstance(settings, TrainerSettings)
+    local_job = start_job(job_spec(settings))
+    context.on_shutdown.append(local_job.close)
+    servicer = TrainerServicer(local_job.job, settings.checkpoint_dir)
     return [ServicerBinding.generated(trainer_pb2, trainer_pb2_grpc, "TrainerService", servicer)]
 
 
-SERVICE = ServiceSpec("trainer", "torch.distributed pretrain / SFT / RL training with MuonClip", ServiceSettings, build)
+def main(spec: ServiceSpec, settings: ServiceSettings) -> None:
+    """Rank 0 (or a lone trainer) serves; ranks > 0 of a torchrun job follow rank 0."""
+    assert isinstance(settings, TrainerSettings)
+    if int(os.environ.get("RANK", "0")) > 0:
+        run_follower(job_spec(settings))
+    else:
+        serve(spec, settings)
+
+
+SERVICE = ServiceSpec(
+    "trainer", "torch.distributed pretrain / SFT / RL training with MuonClip", TrainerSettings, build, main
+)
