@@ -121,7 +121,7 @@ def test_status_and_health_commands_see_a_configured_deployment(tmp_path: Path) 
     cluster.start()
     try:
         cluster.wait_until_serving(120)
-        status = subprocess.run([*K2RL, "status", "--config", str(config)], capture_output=True, text=True,
+        status = subprocess.run([*K2RL, "status", "--config", str(config), "--timeout", "10"], capture_output=True, text=True,
                                 timeout=60, env={**os.environ, "COLUMNS": "200"})
         assert status.returncode == 0, status.stderr
         assert status.stderr.count("SERVING") == len(SERVICE_NAMES)
@@ -130,7 +130,7 @@ def test_status_and_health_commands_see_a_configured_deployment(tmp_path: Path) 
         assert healthy.returncode == 0 and healthy.stdout.strip() == "SERVING"
         os.kill(cluster.launched["sandbox"].process.pid, signal.SIGKILL)
         cluster.launched["sandbox"].process.wait(timeout=10)
-        status = subprocess.run([*K2RL, "status", "--config", str(config)], capture_output=True, text=True,
+        status = subprocess.run([*K2RL, "status", "--config", str(config), "--timeout", "10"], capture_output=True, text=True,
                                 timeout=60, env={**os.environ, "COLUMNS": "200"})
         assert status.returncode == 1 and "UNREACHABLE" in status.stderr
         dead = subprocess.run([*K2RL, "health", cluster.launched["sandbox"].address],
