@@ -11,7 +11,7 @@ DISTS := $(wildcard libs/*/pyproject.toml) $(wildcard services/*/pyproject.toml)
 PYTEST := $(VENV)/bin/pytest
 PYTEST_ARGS ?=
 
-.PHONY: run test protos bench install clean-venv bazel-build \
+.PHONY: run test protos bench install clean-venv bazel-build helm-check \
 	$(addprefix test-,$(SERVICES)) $(addprefix test-,$(LIBS)) test-integration
 
 # --- bootstrap -------------------------------------------------------------------
@@ -52,6 +52,9 @@ protos: $(STAMP)
 
 bench: $(STAMP)
 	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+helm-check: $(STAMP)  ## helm lint + template where helm exists, else the offline renderer; always schema-validate
+	PYTHON=$(PY) bash deploy/helm/check.sh
 
 bazel-build: $(STAMP)
 	bazel build //...
