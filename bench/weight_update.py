@@ -30,6 +30,7 @@ import torch
 
 from k2rl.checkpoint_engine.local import cluster
 from k2rl.checkpoint_engine.v1 import checkpoint_engine_pb2 as ce
+from k2rl.weights import ChecksumAlgorithm
 
 
 def parameters(total_mbytes: int, seed: int) -> list[dict[str, torch.Tensor]]:
@@ -39,7 +40,8 @@ def parameters(total_mbytes: int, seed: int) -> list[dict[str, torch.Tensor]]:
     ranks: list[dict[str, torch.Tensor]] = [{}, {}]
     for i in range(count):
         ranks[i % 2][f"model.layers.{i // 4}.mlp.experts.{i % 4}.weight"] = torch.randn(
-            1024, 2048, generator=g).to(torch.bfloat16)
+            1024, 2048, generator=g
+        ).to(torch.bfloat16)
     return ranks
 
 
@@ -69,11 +71,25 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--updates", type=int, default=3)
     parser.add_argument("--pipeline", choices=["two_stage", "three_stage"], default="two_stage")
+    parser.add_argument("--data-path", choices=["auto", "shared_slots", "broadcast"], default="auto",
+                        help="auto = shared IPC slots (all workers are on this node)")
+    parser.add_argument("--checksum", choices=[a.value for a in ChecksumAlgorithm], default="crc32",
+                        help="per-bucket checksum the trainer publishes (verified at gather and by every replica)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as tmp, cluster(
-            Path(tmp), workers=args.workers, bucket_bytes=args.bucket_mbytes << 20, pipeline=args.pipeline,
-            collective_timeout_s=120, lease_ttl_ms=60_000) as deployment:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        cluster(
+            Path(tmp),
+            workers=args.workers,
+            bucket_bytes=args.bucket_mbytes << 20,
+            pipeline=args.pipeline,
+            data_path=args.data_path,
+            checksum=ChecksumAlgorithm(args.checksum),
+            collective_timeout_s=120,
+            lease_ttl_ms=60_000,
+        ) as deployment,
+    ):
         for i in range(args.replicas):
             deployment.start_replica(f"r{i}", dump=False)
         update_times, stage_times = [], []
@@ -94,17 +110,35 @@ def main() -> None:
             update_times.append((done - staged) - (staged - start))
             stage_times.append(staged - start)
             total = sum(t.numel() * t.element_size() for rank in params for t in rank.values())
-        phases = {k: round(v - phases_before.get(k, 0.0), 4) for k, v in phase_sums(deployment.metrics_url).items()}
+        phases = {
+            k: round(v - phases_before.get(k, 0.0), 4)
+            for k, v in phase_sums(deployment.metrics_url).items()
+        }
     update = total / statistics.median(update_times) / 1e9
     baseline = memcpy_gbps(total, 5)
-    print(json.dumps({
-        "bench": "weight_update", "device": "cpu", "pipeline": args.pipeline, "workers": args.workers,
-        "replicas": args.replicas, "bytes": total, "bucket_bytes": args.bucket_mbytes << 20, "updates": args.updates,
-        "update_s_median": round(statistics.median(update_times), 4), "update_gbps": round(update, 3),
-        "memcpy_gbps": round(baseline, 3), "ratio": round(update / baseline, 3), "target_ratio": 0.5,
-        "trainer_stage_s_median": round(statistics.median(stage_times), 4),
-        "phases_s_total_over_workers": phases,
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "weight_update",
+                "device": "cpu",
+                "pipeline": args.pipeline,
+                "data_path": args.data_path,
+                "checksum": args.checksum,
+                "workers": args.workers,
+                "replicas": args.replicas,
+                "bytes": total,
+                "bucket_bytes": args.bucket_mbytes << 20,
+                "updates": args.updates,
+                "update_s_median": round(statistics.median(update_times), 4),
+                "update_gbps": round(update, 3),
+                "memcpy_gbps": round(baseline, 3),
+                "ratio": round(update / baseline, 3),
+                "target_ratio": 0.5,
+                "trainer_stage_s_median": round(statistics.median(stage_times), 4),
+                "phases_s_total_over_workers": phases,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -3,14 +3,18 @@ real processes on loopback. Replicas are k2rl.checkpoint_engine.reference_replic
 
 from __future__ import annotations
 
+import re
 import signal
 import time
+import urllib.request
 
+import pytest
 import torch
 
 from k2rl.checkpoint_engine.local import cluster, make_params
 from k2rl.checkpoint_engine.v1 import checkpoint_engine_pb2 as ce
 from k2rl.common.v1 import common_pb2
+from k2rl.models import build_model, get_preset, save_model
 from k2rl.weights import Selector, tensor_bytes
 
 SHARD_0 = [Selector("model.embed_tokens.weight", dim=0, start=0, length=128),
@@ -30,8 +34,9 @@ def _assert_holds(c, name: str, version: int, params) -> None:  # noqa: ANN001
         assert tensors[key].dtype == tensor.dtype and torch.equal(tensor_bytes(tensors[key]), tensor_bytes(tensor)), key
 
 
-def test_versions_reach_every_replica_bit_identical_and_a_restarted_replica_catches_up(tmp_path) -> None:  # noqa: ANN001
-    with cluster(tmp_path) as c:
+@pytest.mark.parametrize("data_path", ["shared_slots", "broadcast"])
+def test_versions_reach_every_replica_bit_identical_and_a_restarted_replica_catches_up(tmp_path, data_path) -> None:  # noqa: ANN001
+    with cluster(tmp_path, data_path=data_path) as c:
         c.start_replica("r0", SHARD_0)
         c.start_replica("r1", SHARD_1)
         for step in (1, 2):
@@ -126,3 +131,29 @@ def test_a_hundred_consecutive_updates_with_the_three_stage_pipeline(tmp_path) -
             assert c.wait(version).phase == ce.VERSION_PHASE_COMPLETE, step
         _assert_holds(c, "r0", 100, params)
         _assert_holds(c, "r1", 100, params)
+
+
+def test_startup_from_a_checkpoint_on_disk_reads_it_once_and_initialises_replicas(tmp_path) -> None:  # noqa: ANN001
+    """K2 section 3.3.3: the coordinator plans from the safetensors headers, each worker reads
+    only the buckets it owns, the broadcast gives everyone the rest."""
+    model = build_model(get_preset("k2-nano"), seed=3)
+    save_model(model, tmp_path / "ckpt", max_shard_bytes=8 << 20)  # several files
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+    largest = max(t.numel() * t.element_size() for t in state.values())
+    bucket_bytes = -(-largest // 4096) * 4096  # no tensor is split: each is read by exactly one worker
+    assert len(list((tmp_path / "ckpt").glob("*.safetensors"))) > 1
+    with cluster(tmp_path, bucket_bytes=bucket_bytes) as c:
+        c.start_replica("full")
+        c.start_replica("embed", [Selector("model.embed_tokens.weight", dim=0, start=0, length=64)])
+        published = c.stub.PublishVersion(ce.PublishVersionRequest(
+            checkpoint=ce.CheckpointWeightSource(path=str(tmp_path / "ckpt")), version=common_pb2.WeightVersion(trainer_step=0)),
+            timeout=30)
+        assert published.bucket_count > 2
+        final = c.wait(published.version.version)
+        assert final.phase == ce.VERSION_PHASE_COMPLETE, final
+        _assert_holds(c, "full", published.version.version, [state])
+        _assert_holds(c, "embed", published.version.version, [state])
+        total = sum(t.numel() * t.element_size() for t in state.values())
+        metrics = urllib.request.urlopen(c.metrics_url, timeout=10).read().decode()
+        read = float(re.search(r"^k2rl_checkpoint_engine_bytes_gathered_total (\S+)$", metrics, re.M).group(1))
+        assert read == total, f"the workers read {read:.0f} bytes of a {total}-byte checkpoint"

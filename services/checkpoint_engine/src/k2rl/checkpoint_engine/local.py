@@ -118,7 +118,8 @@ def make_params(seed: int, layers: int = 3, width: int = 64) -> list[dict[str, t
 
 @contextmanager
 def cluster(tmp_path: Path, *, workers: int = 2, bucket_bytes: int = 16 * 1024, pipeline: str = "two_stage",
-            verify_source: bool = True, collective_timeout_s: float = 10, lease_ttl_ms: int = 3000) -> Iterator[Cluster]:
+            verify_source: bool = True, collective_timeout_s: float = 10, lease_ttl_ms: int = 3000,
+            data_path: str = "auto", checksum: ChecksumAlgorithm = ChecksumAlgorithm.CRC32) -> Iterator[Cluster]:
     out = tmp_path / "replicas"
     out.mkdir()
     with ExitStack() as stack:
@@ -131,13 +132,13 @@ def cluster(tmp_path: Path, *, workers: int = 2, bucket_bytes: int = 16 * 1024, 
         state = Cluster(address, metrics_url, checkpoint_engine_pb2_grpc.CheckpointEngineServiceStub(channel), out, bucket_bytes)
         for rank in range(2):
             state.trainer_ids.append(state._register_trainer(rank))
-            state.stagers.append(WeightStager(bucket_bytes, ChecksumAlgorithm.CRC32, tag=f"test.trainer{rank}"))
+            state.stagers.append(WeightStager(bucket_bytes, checksum, tag=f"test.trainer{rank}"))
             stack.callback(state.stagers[-1].close)
         master_port = free_loopback_port()
         for rank in range(workers):
             command = [sys.executable, "-m", "k2rl.checkpoint_engine.worker", "--coordinator", address,
                        "--rank", str(rank), "--world-size", str(workers), "--master-port", str(master_port),
-                       "--bucket-bytes", str(bucket_bytes), "--pipeline", pipeline,
+                       "--bucket-bytes", str(bucket_bytes), "--pipeline", pipeline, "--data-path", data_path,
                        "--collective-timeout-s", str(collective_timeout_s), "--replica-timeout-s", "10"]
             if not verify_source:
                 command.append("--no-verify-source-checksums")

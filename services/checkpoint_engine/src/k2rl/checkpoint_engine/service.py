@@ -36,6 +36,8 @@ def _progress_metrics(context: ServiceContext) -> Callable[[ce.ReportVersionProg
     bytes_moved = context.metrics.counter("k2rl_checkpoint_engine_bytes_distributed", "bytes broadcast by engine workers")
     bandwidth = context.metrics.gauge("k2rl_checkpoint_engine_bandwidth_bytes_per_second",
                                       "bytes / (gather + broadcast + reload wait) of the last update of a worker")
+    gathered = context.metrics.counter("k2rl_checkpoint_engine_bytes_gathered",
+                                       "bytes engine workers read from a version's source (trainer buffers or disk)")
     version = context.metrics.gauge("k2rl_checkpoint_engine_completed_version", "last version an engine worker finished")
 
     def observe(report: ce.ReportVersionProgressRequest) -> None:
@@ -44,6 +46,8 @@ def _progress_metrics(context: ServiceContext) -> Callable[[ce.ReportVersionProg
         for phase, seconds in report.phase_seconds.items():
             phase_seconds.labels(phase).observe(seconds)
         bytes_moved.inc(report.bytes_distributed)
+        if report.bytes_gathered:
+            gathered.inc(report.bytes_gathered)
         busy = sum(report.phase_seconds.values())
         if busy > 0:
             bandwidth.set(report.bytes_distributed / busy)

@@ -10,6 +10,7 @@ from k2rl.core.config import MiB, ServiceSettings
 from k2rl.weights import DEFAULT_ALIGNMENT
 
 Pipeline = Literal["two_stage", "three_stage"]
+DataPath = Literal["auto", "shared_slots", "broadcast"]
 
 
 class CheckpointEngineSettings(ServiceSettings):
@@ -31,6 +32,11 @@ class WorkerSettings(ServiceSettings):
     instance_name: str = ""
     bucket_bytes: int = Field(64 * MiB, gt=0, multiple_of=DEFAULT_ALIGNMENT)
     pipeline: Pipeline = "two_stage"
+    data_path: DataPath = Field("auto", description=(
+        "how bucket bytes reach the workers' replicas: shared_slots = every worker on one node, each bucket "
+        "written once by its owner into its own IPC slot and read there by every replica (only metadata and "
+        "acks go through the process group); broadcast = torch.distributed broadcast into every worker's "
+        "slots (multi-node); auto = shared_slots when all workers report the same node"))
     collective_timeout_s: float = Field(30.0, gt=0, description="a collective that takes longer fails the update")
     replica_timeout_s: float = Field(30.0, gt=0, description="longest wait for a replica's acknowledgement")
     poll_interval_s: float = Field(0.05, gt=0, description="how often rank 0 asks the coordinator for work")

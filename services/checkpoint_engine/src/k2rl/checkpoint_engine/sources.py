@@ -46,7 +46,9 @@ class CheckpointSource:
         self._files = {spec.name: file for spec, file in checkpoint_specs(Path(path))}
         self._handles: dict[Path, object] = {}
 
-    def copy_bucket(self, bucket: BucketLayout, out: torch.Tensor) -> None:
+    def copy_bucket(self, bucket: BucketLayout, out: torch.Tensor) -> int:
+        """Pack ``bucket`` into ``out``; return the bytes read from the files (a tensor split
+        over several buckets is read whole for each of its pieces)."""
         tensors = {}
         for piece in bucket.pieces:
             file = self._files[piece.name]
@@ -55,6 +57,7 @@ class CheckpointSource:
                 handle = self._handles[file] = safe_open(str(file), framework="pt")
             tensors[piece.name] = handle.get_tensor(piece.name)  # type: ignore[attr-defined]
         pack_bucket(bucket, tensors, out)
+        return sum(t.numel() * t.element_size() for t in tensors.values())
 
     def close(self) -> None:
         self._handles.clear()

@@ -8,8 +8,17 @@ Pipeline (K2 Appendix G). Bucket i is owned by worker i % world_size, which gath
     reload bucket i from the other.
   * three_stage: gathering bucket i+1 into the single H2D buffer also overlaps with the
     broadcast of bucket i (a copy thread).
-A slot is overwritten only after every replica of this worker acknowledged the bucket in
-it. Every collective runs under the group's timeout; on any collective failure (a peer
+Data path (``WorkerSettings.data_path``, chosen at start from the nodes the workers run on):
+  * broadcast (multi-node): the owner broadcasts bucket i straight from its copy-in buffer
+    into slot i % 2 of every other worker (torch.distributed), and each worker's replicas
+    read its own two slots. A slot is overwritten only after every replica of this worker
+    acknowledged the bucket in it.
+  * shared_slots (every worker on one node): no weight byte goes through the process group.
+    Each worker owns two shm slots; bucket i is written once, by its owner, into the owner's
+    slot (i // world_size) % 2 and every replica reads it from there (all 2 * world_size
+    slots are announced in begin). Per bucket one 8-byte all_reduce carries the checksum of
+    a disk bucket and doubles as the barrier that says "bucket i is written, and every
+    replica released the slot bucket i + 1 will overwrite". Every collective runs under the group's timeout; on any collective failure (a peer
 died) the worker reports the version FAILED, cancels its replica streams (they keep their
 previous version) and exits non-zero instead of hanging.
 
@@ -48,6 +57,7 @@ from k2rl.core.config import load_settings
 from k2rl.inference.v1 import inference_pb2, inference_pb2_grpc
 from k2rl.weights import (
     BucketLayout,
+    BufferDescriptor,
     Checksum,
     ChecksumAlgorithm,
     ChecksumMismatch,
@@ -81,6 +91,7 @@ class Job:
 class PhaseTimes:
     seconds: dict[str, float] = field(default_factory=lambda: {"gather": 0.0, "broadcast": 0.0, "reload_wait": 0.0,
                                                                 "commit": 0.0})
+    bytes_gathered: int = 0  # read from the source (trainer buffers or checkpoint files) by this worker
 
 
 class EngineWorker:
@@ -93,6 +104,7 @@ class EngineWorker:
                                         settings.dependencies["checkpoint_engine"], options)
         self._worker_id = ""
         self._slots: list[SharedBuffer] = []
+        self._shared: list[BufferDescriptor] | None = None  # all workers' slots when shared (one node)
         self._h2d: torch.Tensor | None = None
         self._done_version = 0
         self._retained: tuple[int, dict[int, torch.Tensor]] = (0, {})  # two-stage share of the last version
@@ -112,8 +124,27 @@ class EngineWorker:
         dist.init_process_group("gloo", store=dist.PrefixStore(f"k2rl-ce/{generation}", store), rank=self.rank,
                                 world_size=self.world_size, timeout=timeout)
         self._slots = [create_buffer(self.settings.bucket_bytes, f"ce.r{self.rank}.slot{i}") for i in range(2)]
+        self._shared = self._choose_data_path()
         self._register()
         threading.Thread(target=self._heartbeat_loop, name="ce-heartbeat", daemon=True).start()
+
+    def _choose_data_path(self) -> list[BufferDescriptor] | None:
+        """Every worker's slot descriptors (rank-major) when the slots are shared, else None."""
+        mine = (this_node(), [describe_shm(s) for s in self._slots])
+        everyone: list[tuple[str, list[BufferDescriptor]] | None] = [None] * self.world_size
+        self._collective(dist.all_gather_object, everyone, mine)
+        nodes = {node for node, _ in everyone}  # type: ignore[misc]
+        path = self.settings.data_path
+        if path == "auto":
+            path = "shared_slots" if len(nodes) == 1 else "broadcast"
+        if path == "shared_slots" and len(nodes) > 1:
+            raise ValueError(f"data_path shared_slots needs every engine worker on one node, got {sorted(nodes)}")
+        log.info("data path %s (%d workers on %d node(s))", path, self.world_size, len(nodes))
+        return [d for _, slots in everyone for d in slots] if path == "shared_slots" else None  # type: ignore[misc]
+
+    @property
+    def data_path(self) -> str:
+        return "shared_slots" if self._shared is not None else "broadcast"
 
     def _agree_generation(self, store: dist.TCPStore) -> str:
         if self.rank == 0:
@@ -225,7 +256,10 @@ class EngineWorker:
                 owned = {}
             if not p2p:
                 self._report(version, ce.VERSION_PHASE_DISTRIBUTING, 0, times)
-            self._distribute(plan, buckets, source, owned, sessions, times, serving if p2p else None)
+            if self._shared is not None:
+                self._distribute_shared(plan, buckets, source, owned, sessions, times)
+            else:
+                self._distribute(plan, buckets, source, owned, sessions, times, serving if p2p else None)
             self._retained = (version, owned) if owned else (0, {})
             start = time.perf_counter()
             for session in sessions:
@@ -247,8 +281,8 @@ class EngineWorker:
 
     def _open_sessions(self, version: common_pb2.WeightVersion, bucket_count: int,
                        replicas: list[tuple[str, str]]) -> list[ReplicaSession]:
-        slots = [inference_pb2.IpcSlot(slot=i, handle=wire.descriptor_to_proto(describe_shm(s)))
-                 for i, s in enumerate(self._slots)]
+        descriptors = self._shared if self._shared is not None else [describe_shm(s) for s in self._slots]
+        slots = [inference_pb2.IpcSlot(slot=i, handle=wire.descriptor_to_proto(d)) for i, d in enumerate(descriptors)]
         begin = inference_pb2.UpdateWeightsBegin(version=version, bucket_count=bucket_count, slots=slots,
                                                  in_flight_policy=inference_pb2.IN_FLIGHT_POLICY_PAUSE)
         sessions = []
@@ -271,15 +305,17 @@ class EngineWorker:
         owned, offset = {}, 0
         for bucket in mine:
             region = self._h2d[offset:offset + bucket.byte_size]
-            self._load(plan, bucket, source, region)
+            self._load(plan, bucket, source, region, times)
             owned[bucket.index] = region
             offset += bucket.byte_size
         times.seconds["gather"] += time.perf_counter() - start
         return owned
 
-    def _load(self, plan: ce.GetVersionPlanResponse, bucket: BucketLayout, source: object, out: torch.Tensor) -> None:
+    def _load(self, plan: ce.GetVersionPlanResponse, bucket: BucketLayout, source: object, out: torch.Tensor,
+              times: PhaseTimes) -> None:
         if isinstance(source, TrainerSource):
             source.copy_bucket(plan.buckets[bucket.index], bucket, out)
+            times.bytes_gathered += bucket.byte_size
             if self.settings.verify_source_checksums and bucket.checksum is not None:
                 try:
                     verify_checksum(out[:bucket.byte_size], bucket.checksum, f"bucket {bucket.index} at its source")
@@ -287,7 +323,7 @@ class EngineWorker:
                     raise CollectiveFailure(str(error)) from None
         else:
             assert isinstance(source, CheckpointSource)
-            source.copy_bucket(bucket, out)
+            times.bytes_gathered += source.copy_bucket(bucket, out)
 
     def _distribute(self, plan: ce.GetVersionPlanResponse, buckets: list[BucketLayout], source: object,
                     owned: dict[int, torch.Tensor], sessions: list[ReplicaSession], times: PhaseTimes,
@@ -297,7 +333,7 @@ class EngineWorker:
         h2d = [torch.empty(self.settings.bucket_bytes, dtype=torch.uint8) for _ in range(2)] if copier else []
         try:
             if copier:
-                pending = self._prefetch(copier, plan, buckets, source, h2d, -1)
+                pending = self._prefetch(copier, plan, buckets, source, h2d, -1, times)
             for bucket in buckets:
                 slot = bucket.index % 2
                 data = self._slots[slot].tensor[:bucket.byte_size]
@@ -308,14 +344,20 @@ class EngineWorker:
                 times.seconds["reload_wait"] += time.perf_counter() - wait
                 start = time.perf_counter()
                 if self._owner(bucket.index) == self.rank:
+                    # Broadcast straight from the copy-in buffer; the slot gets a copy only
+                    # when this worker feeds replicas itself.
                     if copier:
                         assert pending is not None
-                        staged = pending.result(timeout=self.settings.collective_timeout_s)
-                        pending = self._prefetch(copier, plan, buckets, source, h2d, bucket.index)
-                        data.copy_(staged[:bucket.byte_size])
+                        staged = pending.result(timeout=self.settings.collective_timeout_s)[:bucket.byte_size]
+                        # the next owned bucket goes into the other H2D buffer: overlaps this broadcast
+                        pending = self._prefetch(copier, plan, buckets, source, h2d, bucket.index, times)
                     else:
-                        data.copy_(owned[bucket.index])
-                checksum = self._move(bucket, data, p2p_ranks, plan)
+                        staged = owned[bucket.index]
+                    checksum = self._move(bucket, staged, p2p_ranks, plan)
+                    if sessions:
+                        data.copy_(staged)
+                else:
+                    checksum = self._move(bucket, data, p2p_ranks, plan)
                 times.seconds["broadcast"] += time.perf_counter() - start
                 if checksum is not None:
                     bucket = bucket.with_checksum(checksum)
@@ -330,15 +372,64 @@ class EngineWorker:
             if copier:
                 copier.shutdown(wait=True, cancel_futures=True)
 
+    def _distribute_shared(self, plan: ce.GetVersionPlanResponse, buckets: list[BucketLayout], source: object,
+                           owned: dict[int, torch.Tensor], sessions: list[ReplicaSession], times: PhaseTimes) -> None:
+        """shared_slots data path: the owner writes each bucket once into its own slot, every
+        replica reads it there; the process group carries 8 bytes per bucket.
+
+        Slot of bucket i: owner * 2 + (i // world_size) % 2, so bucket i + 2 * world_size is
+        the next to overwrite it. Before the all_reduce of bucket i every rank waits until its
+        replicas acknowledged bucket i + 1 - 2 * world_size; after it, the owner of bucket
+        i + 1 may overwrite that slot, and bucket i is written (its owner wrote it before
+        joining). Replicas reload bucket i while bucket i + 1 is being written.
+        """
+        world, seconds = self.world_size, times.seconds
+        from_disk = plan.HasField("checkpoint")
+        meta = torch.zeros(1, dtype=torch.int64)
+        for bucket in buckets:
+            index = bucket.index
+            owner = self._owner(index)
+            meta.zero_()
+            if owner == self.rank:
+                start = time.perf_counter()
+                data = self._slots[(index // world) % 2].tensor[:bucket.byte_size]
+                if index in owned:
+                    data.copy_(owned[index])
+                    seconds["broadcast"] += time.perf_counter() - start
+                else:  # three-stage: straight from the source into the slot, no H2D buffer
+                    self._load(plan, bucket, source, data, times)
+                    seconds["gather"] += time.perf_counter() - start
+                if from_disk:
+                    digest = compute_checksum(data, ChecksumAlgorithm.SUM64).digest
+                    meta.copy_(torch.frombuffer(bytearray(digest), dtype=torch.int64))
+            wait = time.perf_counter()
+            released = index + 1 - 2 * world
+            if released >= 0:
+                for session in sessions:
+                    session.wait_acked(released)
+            seconds["reload_wait"] += time.perf_counter() - wait
+            start = time.perf_counter()
+            self._collective(dist.all_reduce, meta)  # the owner's digest; everyone else adds 0
+            seconds["broadcast"] += time.perf_counter() - start
+            if from_disk:
+                bucket = bucket.with_checksum(Checksum(ChecksumAlgorithm.SUM64, meta.numpy().tobytes()))
+                buckets[index] = bucket
+            for session in sessions:
+                session.send_bucket(bucket, owner * 2 + (index // world) % 2)
+        wait = time.perf_counter()
+        for session in sessions:
+            session.wait_acked(len(buckets) - 1)
+        seconds["reload_wait"] += time.perf_counter() - wait
+
     def _prefetch(self, copier: ThreadPoolExecutor, plan: ce.GetVersionPlanResponse, buckets: list[BucketLayout],
-                  source: object, h2d: list[torch.Tensor], after: int) -> Future[torch.Tensor] | None:
+                  source: object, h2d: list[torch.Tensor], after: int, times: PhaseTimes) -> Future[torch.Tensor] | None:
         """Three-stage: start copying this worker's next owned bucket after ``after``."""
         following = [b for b in buckets[after + 1:] if self._owner(b.index) == self.rank]
         if not following:
             return None
         bucket = following[0]
         out = h2d[(bucket.index // self.world_size) % 2]
-        return copier.submit(lambda: (self._load(plan, bucket, source, out), out)[1])
+        return copier.submit(lambda: (self._load(plan, bucket, source, out, times), out)[1])
 
     def _move(self, bucket: BucketLayout, data: torch.Tensor, p2p_ranks: set[int] | None,
               plan: ce.GetVersionPlanResponse) -> Checksum | None:
@@ -381,7 +472,8 @@ class EngineWorker:
                 error: common_pb2.ErrorDetail | None = None) -> None:
         request = ce.ReportVersionProgressRequest(reporter_worker_id=self._worker_id, version=version, phase=phase,
                                                   bytes_distributed=bytes_moved, error=error,
-                                                  phase_seconds=times.seconds if times else {})
+                                                  phase_seconds=times.seconds if times else {},
+                                                  bytes_gathered=times.bytes_gathered if times else 0)
         try:
             self._coordinator.ReportVersionProgress(request, timeout=self.settings.client_timeout_s)
         except grpc.RpcError as rpc_error:
@@ -414,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("rank", "world_size", "master_port", "bucket_bytes"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int)
     parser.add_argument("--pipeline", choices=["two_stage", "three_stage"])
+    parser.add_argument("--data-path", choices=["auto", "shared_slots", "broadcast"])
     parser.add_argument("--collective-timeout-s", type=float)
     parser.add_argument("--replica-timeout-s", type=float)
     parser.add_argument("--no-verify-source-checksums", action="store_true")

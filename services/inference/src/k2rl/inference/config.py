@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Literal
 
 from pydantic import Field
@@ -29,6 +30,19 @@ class InferenceSettings(ServiceSettings):
     initial_weight_version: int = Field(
         0, ge=0, description="version reported for the weights loaded at startup (updates must be newer)"
     )
+
+    checkpoint_engine_replica: bool = Field(
+        False, description="register with the checkpoint engine (dependencies['checkpoint_engine']) as an "
+        "inference replica and take weight versions from it; off = standalone (weights from `model` only)")
+    replica_name: str = Field("", description="stable replica name across restarts; unset = <hostname>/inference-<port>")
+    advertise_address: str = Field(
+        "", description="host:port engine workers dial for UpdateWeights; unset = host:port (hostname if host is 0.0.0.0)")
+
+    def replica_address(self) -> str:
+        if self.advertise_address:
+            return self.advertise_address
+        host = socket.gethostname() if self.host in ("0.0.0.0", "::", "[::]") else self.host
+        return f"{host}:{self.grpc_port}"
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(

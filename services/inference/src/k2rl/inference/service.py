@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from pathlib import Path
 
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from k2rl.core.client import ClientOptions, close_stub, create_stub
 from k2rl.core.server import ServiceContext, ServicerBinding, ServiceSpec
 from k2rl.inference.config import InferenceSettings
 from k2rl.inference.engine import Engine
+from k2rl.inference.engine_link import EngineLink, ReplicaIdentity
 from k2rl.inference.metrics import PrometheusObserver
 from k2rl.inference.openai_api import OpenAIApi, OpenAIServer
 from k2rl.inference.runner import EngineRunner
@@ -64,7 +70,34 @@ def build(context: ServiceContext) -> list[ServicerBinding]:
         context.on_shutdown.append(http.stop)
         log.info("openai api", extra={"fields": {"url": http.base_url}})
     servicer = InferenceServicer(runner, describe(settings, engine))
+    if settings.checkpoint_engine_replica:
+        link = join_checkpoint_engine(settings, runner)
+        context.on_shutdown.insert(0, link.stop)  # hooks run in reverse: deregister before the engine stops
     return [ServicerBinding.generated(inference_pb2, inference_pb2_grpc, "InferenceService", servicer)]
+
+
+def join_checkpoint_engine(settings: InferenceSettings, runner: EngineRunner) -> EngineLink:
+    """Register this replica with the checkpoint engine once its gRPC server answers."""
+    address = settings.replica_address()
+    identity = ReplicaIdentity(
+        instance_name=settings.replica_name or f"{socket.gethostname()}/inference-{settings.grpc_port}",
+        address=address, device=settings.device, labels={"backend": "native", "model": settings.model})
+    options = ClientOptions.from_settings(settings)
+    link = EngineLink(identity, settings.dependencies["checkpoint_engine"], options,
+                      lambda: runner.engine.weight_version if runner.engine.has_weights else 0)
+    return link.start(lambda timeout_s: _serving(address, options, timeout_s))
+
+
+def _serving(address: str, options: ClientOptions, timeout_s: float) -> bool:
+    """Whether this replica answers SERVING at the address engine workers will dial."""
+    stub = create_stub(health_pb2_grpc.HealthStub, address, options)
+    try:
+        response = stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout_s, wait_for_ready=True)
+        return response.status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.RpcError:
+        return False
+    finally:
+        close_stub(stub)
 
 
 SERVICE = ServiceSpec(

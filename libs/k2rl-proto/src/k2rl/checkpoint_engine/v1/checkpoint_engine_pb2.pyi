@@ -317,7 +317,7 @@ class GetVersionPlanResponse(_message.Message):
     def __init__(self, version: _Optional[_Union[_common_pb2.WeightVersion, _Mapping]] = ..., phase: _Optional[_Union[VersionPhase, str]] = ..., trainer: _Optional[_Union[TrainerWeightSource, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointWeightSource, _Mapping]] = ..., buckets: _Optional[_Iterable[_Union[PlannedBucket, _Mapping]]] = ...) -> None: ...
 
 class ReportVersionProgressRequest(_message.Message):
-    __slots__ = ("reporter_worker_id", "version", "phase", "bytes_distributed", "error", "phase_seconds")
+    __slots__ = ("reporter_worker_id", "version", "phase", "bytes_distributed", "error", "phase_seconds", "bytes_gathered")
     class PhaseSecondsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -331,13 +331,15 @@ class ReportVersionProgressRequest(_message.Message):
     BYTES_DISTRIBUTED_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     PHASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_GATHERED_FIELD_NUMBER: _ClassVar[int]
     reporter_worker_id: str
     version: int
     phase: VersionPhase
     bytes_distributed: int
     error: _common_pb2.ErrorDetail
     phase_seconds: _containers.ScalarMap[str, float]
-    def __init__(self, reporter_worker_id: _Optional[str] = ..., version: _Optional[int] = ..., phase: _Optional[_Union[VersionPhase, str]] = ..., bytes_distributed: _Optional[int] = ..., error: _Optional[_Union[_common_pb2.ErrorDetail, _Mapping]] = ..., phase_seconds: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    bytes_gathered: int
+    def __init__(self, reporter_worker_id: _Optional[str] = ..., version: _Optional[int] = ..., phase: _Optional[_Union[VersionPhase, str]] = ..., bytes_distributed: _Optional[int] = ..., error: _Optional[_Union[_common_pb2.ErrorDetail, _Mapping]] = ..., phase_seconds: _Optional[_Mapping[str, float]] = ..., bytes_gathered: _Optional[int] = ...) -> None: ...
 
 class ReportVersionProgressResponse(_message.Message):
     __slots__ = ("phase",)
