@@ -101,10 +101,27 @@ def test_iteration_commit_is_atomic_and_conditioned_on_the_run_record(tmp_path: 
     assert [e.sequence for e in store.events("r", 0)] == [1]
 
 
-def test_demo_config_parses_and_run_directory_writes_metrics_and_plot(tmp_path: Path) -> None:
-    config, extra = load_experiment(DEMO)
+@pytest.mark.parametrize("name", ["demo.yaml", "demo-quick.yaml"])
+def test_demo_configs_parse_into_a_complete_experiment(name: str) -> None:
+    experiment = load_experiment(DEMO.parent / name)
+    config = experiment.run
     assert config.model_preset == "k2-nano" and config.environments[0].name == "arithmetic"
-    assert extra["startup_timeout_s"] == 300
+    assert experiment.pretrain.steps > 0 and experiment.evaluation.tasks > 0 and experiment.engine_workers >= 1
+    assert experiment.services["inference"]["checkpoint_engine_replica"] is True
+    # the trainer's publish buckets must fit the engine's IPC buffers
+    assert experiment.services["trainer"].get("publish_bucket_bytes", 64 << 20) <= \
+        experiment.services.get("checkpoint_engine", {}).get("bucket_bytes", 64 << 20)
+
+
+def test_an_experiment_with_an_unknown_key_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_text("run: {model_preset: k2-nano}\npretrian: {steps: 3}\n")
+    with pytest.raises(ValueError, match="pretrian"):
+        load_experiment(path)
+
+
+def test_demo_config_parses_and_run_directory_writes_metrics_and_plot(tmp_path: Path) -> None:
+    config = load_experiment(DEMO).run
     directory = RunDirectory(tmp_path, "r")
     directory.write_config(config)
     for i, reward in enumerate((0.2, 0.5)):
@@ -115,4 +132,4 @@ def test_demo_config_parses_and_run_directory_writes_metrics_and_plot(tmp_path: 
     lines = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert [x["arithmetic/reward_mean"] for x in lines] == [0.2, 0.5] and lines[0]["phase_ms/rollout"] == 5
     assert directory.plot_rewards().stat().st_size > 0
-    assert load_experiment(tmp_path / "r" / "config.yaml")[0] == config
+    assert load_experiment(tmp_path / "r" / "config.yaml").run == config

@@ -10,7 +10,7 @@ import pytest
 
 from k2rl.common.v1 import common_pb2
 from k2rl.core.client import ClientOptions, close_stub, create_stub
-from k2rl.core.testing import assert_serves_contract, serve_in_process
+from k2rl.core.testing import assert_serves_contract, free_loopback_port, serve_in_process
 from k2rl.trainer.config import TrainingConfig
 from k2rl.trainer.service import SERVICE
 from k2rl.trainer.v1 import trainer_pb2, trainer_pb2_grpc
@@ -21,7 +21,9 @@ PARAMETERS = trainer_pb2.TRAINER_STATE_COMPONENT_PARAMETERS
 @pytest.fixture(scope="module")
 def stub(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[trainer_pb2_grpc.TrainerServiceStub]:
     checkpoints = tmp_path_factory.mktemp("checkpoints")
+    nobody = f"127.0.0.1:{free_loopback_port()}"  # no coordinator listens here
     with serve_in_process(SERVICE, model=str(tiny_checkpoint), checkpoint_dir=checkpoints,
+                          dependencies={"checkpoint_engine": nobody},
                           training=TrainingConfig(lr=1e-2, micro_batch_tokens=64)) as runtime:
         assert_serves_contract(runtime, "k2rl.trainer.v1.TrainerService")
         client = create_stub(trainer_pb2_grpc.TrainerServiceStub, runtime.settings.address, ClientOptions())
@@ -158,8 +160,11 @@ def test_save_and_load_checkpoint(stub, tmp_path: Path) -> None:
                                              timeout=10)) is grpc.StatusCode.NOT_FOUND
 
 
-def test_publish_weights_says_it_is_not_wired_yet(stub) -> None:
+def test_publish_weights_without_a_reachable_checkpoint_engine_is_unavailable_and_names_it(stub) -> None:
     with pytest.raises(grpc.RpcError) as error:
-        stub.PublishWeights(trainer_pb2.PublishWeightsRequest(), timeout=10)
-    assert error.value.code() is grpc.StatusCode.FAILED_PRECONDITION
-    assert "checkpoint engine" in error.value.details()
+        stub.PublishWeights(trainer_pb2.PublishWeightsRequest(), timeout=30)
+    assert error.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert "checkpoint engine at 127.0.0.1:" in error.value.details()
+    assert _code(lambda: stub.PublishWeights(trainer_pb2.PublishWeightsRequest(bucket_bytes=1000), timeout=10)) \
+        is grpc.StatusCode.INVALID_ARGUMENT
+    assert stub.GetState(trainer_pb2.GetStateRequest(), timeout=10).published_version.version == 0

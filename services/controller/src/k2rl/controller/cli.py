@@ -1,10 +1,15 @@
 """``k2rl run <config.yaml>``: start the services if needed, run the experiment, show progress.
 
-Writes runs/<id>/config.yaml, metrics.jsonl (one line per iteration) and reward_curve.png.
+An experiment is: pretraining through the trainer service (``pretrain:``), the pretrained
+weights published to the inference replicas, held-out accuracy before RL (``evaluation:``),
+the RL run through the controller (``run:``), held-out accuracy after. Writes
+runs/<id>/config.yaml, services.yaml, metrics.jsonl (one line per iteration),
+reward_curve.png, summary.json and logs/.
 """
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Annotated
 
@@ -14,11 +19,21 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from k2rl.controller.experiment import RunDirectory, iteration_metrics, load_experiment
+from k2rl.controller.deployment import EngineWorkers, ExperimentCluster, wait_for_replicas
+from k2rl.controller.experiment import (
+    Experiment,
+    RunDirectory,
+    Summary,
+    iteration_metrics,
+    load_experiment,
+)
+from k2rl.controller.scheduler.clients import ServiceClients
+from k2rl.controller.stages import evaluate, pretrain, publish_and_wait
 from k2rl.controller.v1 import controller_pb2 as pb
 from k2rl.controller.v1 import controller_pb2_grpc
 from k2rl.core.client import ClientOptions, close_stub, create_stub
-from k2rl.core.launcher import LocalCluster
+from k2rl.core.config import ServiceSettings, load_settings
+from k2rl.models.tokenizer import load_tokenizer
 
 app = typer.Typer(help="Run an RL experiment (K2 section 3.3) through the controller.")
 console = Console()
@@ -63,32 +78,90 @@ def run(
     run_id: Annotated[str, typer.Option(help="id of the run; required with --resume")] = "",
     resume: Annotated[bool, typer.Option(help="resume run_id from its last completed iteration")] = False,
     start_services: Annotated[bool, typer.Option(help="start all services locally first (like `k2rl up`)")] = True,
-    services_config: Annotated[Path | None, typer.Option(help="k2rl.yaml for the services")] = None,
+    services_config: Annotated[Path | None, typer.Option(help="k2rl.yaml for the services (default: the "
+                                                                "experiment's services: section)")] = None,
     runs_dir: Annotated[Path, typer.Option(help="where runs/<id>/ is written")] = Path("runs"),
+    free_ports: Annotated[bool, typer.Option(help="start the services on free loopback ports")] = False,
 ) -> None:
-    run_config, extra = load_experiment(config)
-    cluster = LocalCluster(config_file=services_config) if start_services else None
-    if cluster is not None:
-        cluster.start()
-        cluster.wait_until_serving(timeout_s=float(extra.get("startup_timeout_s", 300)))
-    address = (cluster.settings["controller"].address if cluster is not None
-               else LocalCluster(services=("controller",), config_file=services_config).settings["controller"].address)
-    stub = create_stub(controller_pb2_grpc.ControllerServiceStub, address, ClientOptions())
+    experiment = load_experiment(config)
+    run_id = run_id or experiment.run_id or f"run-{uuid.uuid4().hex[:10]}"
+    directory = RunDirectory(runs_dir, run_id)
+    services_file = services_config or directory.write_services_config(experiment.services)
+    cluster = ExperimentCluster(config_file=services_file, free_ports=free_ports, log_dir=directory.path / "logs") \
+        if start_services else None
+    workers = EngineWorkers()
+    summary = Summary(run_id)
     try:
-        started = stub.StartRun(pb.StartRunRequest(config=run_config, run_id=run_id or extra.get("run_id", ""),
-                                                   resume=resume), timeout=60).run
-        directory = RunDirectory(runs_dir, started.run_id)
-        directory.write_config(started.config)
-        final = follow(stub, started.run_id, directory)
-        plot = directory.plot_rewards()
-        console.print(f"run {final.run_id}: {pb.RunState.Name(final.state)}, {final.completed_iterations} iterations, "
-                      f"weights v{final.weight_version}; wrote {directory.path}" + (f" ({plot.name})" if plot else ""))
-        if final.state != pb.RUN_STATE_SUCCEEDED:
-            raise typer.Exit(1)
+        if cluster is not None:
+            console.print(f"starting services (logs in {directory.path / 'logs'})")
+            cluster.start()
+            cluster.wait_until_serving(timeout_s=experiment.startup_timeout_s)
+            if experiment.engine_workers:
+                workers.start(cluster.settings["checkpoint_engine"].address, experiment.engine_workers,
+                              services_file, directory.path / "logs", timeout_s=experiment.startup_timeout_s)
+            addresses = cluster.dependency_addresses()
+        else:
+            addresses = load_settings(ServiceSettings, "controller", services_file, {}).dependencies
+            addresses["controller"] = ExperimentCluster(services=("controller",),
+                                                        config_file=services_file).settings["controller"].address
+        _run_experiment(experiment, addresses, run_id, resume, directory, summary)
     except grpc.RpcError as error:
         console.print(f"[red]{error.code().name}[/red]: {error.details()}")
         raise typer.Exit(1) from None
     finally:
-        close_stub(stub)
+        workers.stop()
         if cluster is not None:
             cluster.stop()
+    if summary.final_state != "SUCCEEDED":
+        raise typer.Exit(1)
+
+
+def _run_experiment(experiment: Experiment, addresses: dict[str, str], run_id: str, resume: bool,
+                    directory: RunDirectory, summary: Summary) -> None:
+    options = ClientOptions()
+    stubs: list[object] = []
+
+    def stub(stub_type: type, address: str) -> object:
+        stubs.append(create_stub(stub_type, address, options))
+        return stubs[-1]
+
+    run_config = experiment.run
+    clients = ServiceClients.connect({k: v for k, v in addresses.items() if k != "controller"}, stub)
+    controller = stub(controller_pb2_grpc.ControllerServiceStub, addresses["controller"])
+    tokenizer = load_tokenizer(run_config.model_preset)
+    try:
+        wait_for_replicas(clients.checkpoint_engine, len(clients.replicas), experiment.startup_timeout_s)
+        if not resume:
+            if experiment.pretrain.steps:
+                with console.status("pretraining") as status:
+                    result = pretrain(clients, run_config, experiment.pretrain, tokenizer, on_step=lambda step, loss:
+                                      status.update(f"pretraining: step {step}/{experiment.pretrain.steps}, "
+                                                    f"loss {loss:.3f}"))
+                summary.pretrain = result
+                console.print(f"pretrained {result.steps} steps in {result.seconds:.1f}s, loss {result.final_loss:.3f}")
+            version = publish_and_wait(clients)
+            console.print(f"inference replicas serve the trainer's weights as version {version}")
+            if experiment.evaluation.tasks:
+                summary.baseline = evaluate(clients, run_config, experiment.evaluation, tokenizer)
+                console.print(f"held-out accuracy before RL: {summary.baseline.accuracy:.1%} "
+                              f"({summary.baseline.correct}/{summary.baseline.tasks})")
+            directory.write_summary(summary.to_json())
+        started = controller.StartRun(pb.StartRunRequest(config=run_config, run_id=run_id, resume=resume),
+                                      timeout=60).run
+        directory.write_config(started.config)
+        final = follow(controller, started.run_id, directory)
+        summary.final_state = pb.RunState.Name(final.state).removeprefix("RUN_STATE_")
+        summary.completed_iterations = final.completed_iterations
+        summary.weight_version = final.weight_version
+        summary.iterations = list(controller.ListIterations(pb.ListIterationsRequest(run_id=run_id),
+                                                            timeout=60).iterations)
+        if final.state == pb.RUN_STATE_SUCCEEDED and experiment.evaluation.tasks:
+            summary.final = evaluate(clients, run_config, experiment.evaluation, tokenizer)
+        plot = directory.plot_rewards()
+        directory.write_summary(summary.to_json())
+        console.print(summary.table())
+        console.print(f"run {final.run_id}: {summary.final_state}, {final.completed_iterations} iterations, "
+                      f"weights v{final.weight_version}; wrote {directory.path}" + (f" ({plot.name})" if plot else ""))
+    finally:
+        for made in stubs:
+            close_stub(made)

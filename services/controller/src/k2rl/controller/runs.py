@@ -52,6 +52,16 @@ def _now() -> Timestamp:
     return stamp
 
 
+class RunObserver:
+    """Hooks for metrics: a phase ended, an iteration was recorded. Default: nothing."""
+
+    def phase_finished(self, phase: int, seconds: float) -> None:
+        """``phase`` (an IterationPhase) took ``seconds``."""
+
+    def iteration_finished(self, record: pb.IterationRecord) -> None:
+        """``record`` was committed."""
+
+
 @dataclass
 class _Active:
     run_id: str
@@ -64,12 +74,13 @@ class RunManager:
 
     def __init__(self, store: RunStore, connect: Callable[[], ServiceClients],
                  tokenizer_for: Callable[[str], Tokenizer], context_length: int = 512,
-                 colocated: bool = True) -> None:
+                 colocated: bool = True, observer: RunObserver | None = None) -> None:
         self.store = store
         self._connect = connect
         self._tokenizer_for = tokenizer_for
         self._context_length = context_length
         self._colocated = colocated
+        self._observer = observer or RunObserver()
         self._lock = threading.Lock()
         self._active: _Active | None = None
 
@@ -163,7 +174,7 @@ class RunManager:
                 if loop.stop_after_iteration.is_set():
                     self._transition(run_id, pb.RUN_STATE_STOPPED, "StopRun")
                     return
-                loop.run_iteration()
+                self._observer.iteration_finished(loop.run_iteration())
             self._transition(run_id, pb.RUN_STATE_SUCCEEDED, "completed all iterations")
         except StopRequested:
             self._transition(run_id, pb.RUN_STATE_STOPPED, "StopRun (immediate)")
@@ -180,6 +191,7 @@ class RunManager:
             self._update(run_id, current_phase=phase, current_iteration=iteration)
             self._event(run_id, iteration, phase_started=pb.PhaseStarted(phase=phase))
         else:
+            self._observer.phase_finished(phase, duration_ms / 1e3)
             self._event(run_id, iteration, phase_finished=pb.PhaseFinished(phase=phase, duration_ms=duration_ms))
 
     def _on_progress(self, run_id: str, iteration: int, progress: RolloutProgress) -> None:

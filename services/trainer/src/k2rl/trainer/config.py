@@ -66,3 +66,8 @@ class TrainerSettings(ServiceSettings):
     dist_port: int = Field(0, ge=0, le=65535, description="torch.distributed rendezvous port; 0 = free")
     dist_timeout_s: float = Field(600.0, gt=0, description="collective timeout between ranks")
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    publish_bucket_bytes: int = Field(
+        64 * 2**20, gt=0, multiple_of=256,
+        description="PublishWeights bucket size; must not exceed the checkpoint engine's bucket_bytes")
+    publish_gather_timeout_s: float = Field(
+        300.0, gt=0, description="longest wait for the engine to gather the previous version before restaging")

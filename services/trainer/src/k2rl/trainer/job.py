@@ -32,7 +32,9 @@ from k2rl.trainer.distributed import DistContext, broadcast_object, gather_objec
 from k2rl.trainer.engine import RLParams, TrainingEngine
 from k2rl.trainer.metrics import StepMetrics
 from k2rl.trainer.offload import Component, Placement
+from k2rl.trainer.publish import RankIdentity, RankStager
 from k2rl.trainer.weights_out import named_weights
+from k2rl.weights import ChecksumAlgorithm, StagedVersion
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ class Activity(enum.Enum):
     ONLOADING = "onloading"
     SAVING = "saving"
     LOADING = "loading"
+    PUBLISHING = "publishing"
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ class TrainerJob:
         self._lock = threading.Lock()
         self._closed = False
         self._parameter_count = parameter_counts(engine.model.config).total
+        self._stager = RankStager(self.ctx.rank)
         self.rank_reports: tuple[RankReport, ...] = (self._rank_report(),)
 
     # -- rank 0 API -----------------------------------------------------------------------
@@ -135,6 +139,14 @@ class TrainerJob:
     def load(self, path: Path, *, step: int | None = None, load_optimizer: bool = True) -> checkpointing.LoadResult:
         return self._run("load", Activity.LOADING, None, path=path, step=step, load_optimizer=load_optimizer)
 
+    def stage_weights(self, bucket_bytes: int, algorithm: ChecksumAlgorithm) -> tuple[int, list[StagedVersion]]:
+        """Every rank packs its share of the current weights into its staging buffer; returns
+        the step the weights are from and the staged versions in rank order (see ``publish``)."""
+        return self._run("stage_weights", Activity.PUBLISHING, None, bucket_bytes=bucket_bytes, algorithm=algorithm)
+
+    def rank_identities(self) -> list[RankIdentity]:
+        return [RankIdentity(r.rank, r.node, r.device) for r in self.rank_reports]
+
     def named_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
         """This rank's full current weights in HF names (see ``weights_out``)."""
         return named_weights(self.engine)
@@ -160,6 +172,7 @@ class TrainerJob:
             if self._closed:
                 return
             self._closed = True
+            self._stager.close()
             try:
                 broadcast_object(Command(STOP), self.ctx)
             except RuntimeError as error:  # a rank died first; there is nobody left to release
@@ -172,6 +185,7 @@ class TrainerJob:
         while True:
             command: Command = broadcast_object(None, self.ctx)
             if command.op == STOP:
+                self._stager.close()
                 return
             try:
                 self._execute(command)
@@ -208,6 +222,11 @@ class TrainerJob:
                 move = engine.offload.offload if command.op == "offload" else engine.offload.onload
                 moved = sum(gather_objects(move(kw["components"]), self.ctx))
                 return MoveResult(moved, time.perf_counter() - start, self._gather_reports())
+            if command.op == "stage_weights":
+                with torch.no_grad():
+                    staged = self._stager.stage(list(named_weights(engine)), self.ctx.world_size,
+                                                kw["bucket_bytes"], kw["algorithm"])
+                return engine.step, gather_objects(staged, self.ctx)
             if command.op == "save":
                 return checkpointing.save_checkpoint(
                     engine, Path(kw["directory"]), include_optimizer=kw["include_optimizer"], cursor=kw["cursor"]

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 
+from k2rl.core.client import ClientOptions
 from k2rl.core.config import ServiceSettings
 from k2rl.core.server import ServiceContext, ServicerBinding, ServiceSpec, serve
 from k2rl.trainer.config import TrainerSettings
 from k2rl.trainer.launch import JobSpec, run_follower, start_job
+from k2rl.trainer.publish import WeightPublisher
 from k2rl.trainer.servicer import TrainerServicer
 from k2rl.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
@@ -28,7 +30,14 @@ def build(context: ServiceContext) -> list[ServicerBinding]:
     assert isinstance(settings, TrainerSettings)
     local_job = start_job(job_spec(settings))
     context.on_shutdown.append(local_job.close)
-    servicer = TrainerServicer(local_job.job, settings.checkpoint_dir)
+    publisher = None
+    if "checkpoint_engine" in settings.dependencies:
+        publisher = WeightPublisher(settings.dependencies["checkpoint_engine"],
+                                    ClientOptions.from_settings(settings, context.tracer_provider),
+                                    rpc_timeout_s=settings.client_timeout_s,
+                                    gather_timeout_s=settings.publish_gather_timeout_s)
+        context.on_shutdown.append(publisher.close)  # runs before the job closes (hooks run in reverse)
+    servicer = TrainerServicer(local_job.job, settings.checkpoint_dir, publisher, settings.publish_bucket_bytes)
     return [ServicerBinding.generated(trainer_pb2, trainer_pb2_grpc, "TrainerService", servicer)]
 
 

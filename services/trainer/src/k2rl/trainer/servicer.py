@@ -7,6 +7,8 @@ trajectories, turns tiling the output).
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -19,7 +21,9 @@ from k2rl.trainer.engine import RLParams
 from k2rl.trainer.job import Activity, JobState, RankReport, TrainerJob
 from k2rl.trainer.metrics import StepMetrics
 from k2rl.trainer.offload import Component, Placement
+from k2rl.trainer.publish import WeightPublisher, checksum_algorithm
 from k2rl.trainer.v1 import trainer_pb2, trainer_pb2_grpc
+from k2rl.weights import DEFAULT_ALIGNMENT
 
 _COMPONENTS = {
     trainer_pb2.TRAINER_STATE_COMPONENT_PARAMETERS: Component.PARAMETERS,
@@ -39,6 +43,7 @@ _ACTIVITY_PB = {
     Activity.ONLOADING: trainer_pb2.TRAINER_ACTIVITY_ONLOADING,
     Activity.SAVING: trainer_pb2.TRAINER_ACTIVITY_SAVING,
     Activity.LOADING: trainer_pb2.TRAINER_ACTIVITY_LOADING,
+    Activity.PUBLISHING: trainer_pb2.TRAINER_ACTIVITY_PUBLISHING,
 }
 _LOSS_KIND_PB = {
     "pretrain": trainer_pb2.LOSS_KIND_PRETRAIN,
@@ -48,9 +53,13 @@ _LOSS_KIND_PB = {
 
 
 class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
-    def __init__(self, job: TrainerJob, default_checkpoint_dir: Path) -> None:
+    def __init__(self, job: TrainerJob, default_checkpoint_dir: Path, publisher: WeightPublisher | None = None,
+                 publish_bucket_bytes: int = 64 * 2**20) -> None:
         self.job = job
         self.default_checkpoint_dir = default_checkpoint_dir
+        self.publisher = publisher
+        self.publish_bucket_bytes = publish_bucket_bytes
+        self._publish_lock = threading.Lock()
 
     def TrainStep(self, request_iterator: Iterator[trainer_pb2.TrainStepRequest],
                   context: grpc.ServicerContext) -> trainer_pb2.TrainStepResponse:
@@ -96,11 +105,20 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
 
     def PublishWeights(self, request: trainer_pb2.PublishWeightsRequest,
                        context: grpc.ServicerContext) -> trainer_pb2.PublishWeightsResponse:
-        raise FailedPrecondition(
-            "PublishWeights is not wired to the checkpoint engine yet: the trainer exposes its weights "
-            "in-process (k2rl.trainer.weights_out), but does not stage them into k2rl.weights buffers or call "
-            "CheckpointEngineService.PublishVersion; load a saved checkpoint into the engine instead"
-        )
+        if self.publisher is None:
+            raise FailedPrecondition("no checkpoint engine configured: set dependencies.checkpoint_engine "
+                                     "(K2RL_DEPENDENCIES) to the coordinator's host:port")
+        bucket_bytes = request.bucket_bytes or self.publish_bucket_bytes
+        if bucket_bytes % DEFAULT_ALIGNMENT:
+            raise InvalidArgument(f"bucket_bytes must be a multiple of {DEFAULT_ALIGNMENT}", field="bucket_bytes")
+        algorithm = checksum_algorithm(request.checksum_algorithm, self.job.ctx.device.type)
+        started = time.perf_counter()
+        with self._publish_lock:  # one version at a time through the staging buffers
+            self.publisher.begin(self.job.rank_identities())
+            step, staged = self.job.stage_weights(bucket_bytes, algorithm)
+            result = self.publisher.publish(staged, step, started)
+        return trainer_pb2.PublishWeightsResponse(version=result.version, bucket_count=result.bucket_count,
+                                                  duration_ms=result.duration_s * 1e3)
 
     def SaveCheckpoint(self, request: trainer_pb2.SaveCheckpointRequest,
                        context: grpc.ServicerContext) -> trainer_pb2.SaveCheckpointResponse:
@@ -127,7 +145,10 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
                                                   bytes_read=result.bytes_read, duration_ms=result.duration_s * 1e3)
 
     def GetState(self, request: trainer_pb2.GetStateRequest, context: grpc.ServicerContext) -> trainer_pb2.GetStateResponse:
-        return _state_pb(self.job.state())
+        response = _state_pb(self.job.state())
+        if self.publisher is not None and self.publisher.published is not None:
+            response.published_version.CopyFrom(self.publisher.published)
+        return response
 
 
 # -- requests -> domain ----------------------------------------------------------------------

@@ -33,6 +33,7 @@ class EnvironmentSetup:
 
     new_episode: Callable[[], Environment]
     tasks: TaskSource
+    held_out: TaskSource | None = None  # evaluation tasks the run never prompts with, where the environment has them
 
 
 Builder = Callable[[dict[str, str], str, int, EnvironmentServices], EnvironmentSetup]
@@ -63,7 +64,8 @@ def build_environment(name: str, options: dict[str, str], dataset: str, seed: in
 def _arithmetic(options: dict[str, str], dataset: str, seed: int, services: EnvironmentServices) -> EnvironmentSetup:
     if dataset:
         raise ValueError("the arithmetic environment generates its tasks; leave dataset empty")
-    return EnvironmentSetup(ArithmeticEnvironment, ArithmeticTasks(ArithmeticOptions.from_options(options, seed)))
+    parsed = ArithmeticOptions.from_options(options, seed)
+    return EnvironmentSetup(ArithmeticEnvironment, ArithmeticTasks(parsed), ArithmeticTasks(parsed, held_out=True))
 
 
 def _judged(env_type: type[MathEnvironment] | type[CodeEnvironment]) -> Builder:
