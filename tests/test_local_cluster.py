@@ -15,7 +15,7 @@ import yaml
 
 from k2rl.core.config import SERVICE_NAMES
 from k2rl.core.launcher import LocalCluster
-from k2rl.core.net import free_loopback_port
+from k2rl.core.net import free_loopback_ports
 
 K2RL = [sys.executable, "-m", "k2rl.core.cli"]
 
@@ -115,7 +115,8 @@ def test_serve_rejects_unknown_service(service: str) -> None:
 
 def test_status_and_health_commands_see_a_configured_deployment(tmp_path: Path) -> None:
     config = tmp_path / "k2rl.yaml"
-    sections = {name: {"port": free_loopback_port(), "metrics_port": free_loopback_port()} for name in SERVICE_NAMES}
+    ports = iter(free_loopback_ports(2 * len(SERVICE_NAMES)))
+    sections = {name: {"port": next(ports), "metrics_port": next(ports)} for name in SERVICE_NAMES}
     config.write_text(yaml.safe_dump({"auth_token": "tok", **sections}))
     cluster = LocalCluster(SERVICE_NAMES, config, log_dir=tmp_path / "logs")
     cluster.start()
@@ -138,3 +139,10 @@ def test_status_and_health_commands_see_a_configured_deployment(tmp_path: Path) 
         assert dead.returncode == 1 and "UNREACHABLE" in dead.stdout
     finally:
         cluster.stop()
+
+
+def test_up_accepts_service_specific_config_keys(tmp_path: Path) -> None:
+    config = tmp_path / "k2rl.yaml"
+    config.write_text("inference:\n  http_port: -1\n")  # a key only the inference settings know
+    cluster = LocalCluster(("inference",), config, free_ports=True, log_dir=tmp_path)
+    assert cluster.settings["inference"].http_port == -1

@@ -53,7 +53,10 @@ def test_two_ranks_train_like_one(tiny_checkpoint: Path, tmp_path: Path) -> None
     finally:
         one.close()
 
-    assert one_losses == pytest.approx(two_losses, rel=1e-4)
+    # 1 and 2 ranks sum gradients in different orders; Newton-Schulz runs in bfloat16 (the
+    # optimizer default, as in the references), which turns those last-bit differences into
+    # ~1e-4 relative loss differences after one step (2e-4 seen on a loaded CI box).
+    assert one_losses == pytest.approx(two_losses, rel=5e-4)
     # AdamW's first steps are sign-like (g / |g|): a gradient element that sums to ~0 can
     # flip sign under a different summation order and move by a full lr. So compare the
     # weights in norm: the 1- vs 2-rank difference is a small fraction of the update.

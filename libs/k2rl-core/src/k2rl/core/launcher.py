@@ -9,13 +9,15 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from k2rl.core.client import ClientOptions
 from k2rl.core.config import SERVICE_NAMES, ServiceSettings, default_dependencies, load_settings
 from k2rl.core.health import HealthProbe, probe_health, wait_until_serving
-from k2rl.core.net import free_loopback_port
+from k2rl.core.net import free_loopback_ports
+from k2rl.core.server import load_service
 
 
 @dataclass
@@ -60,12 +62,14 @@ class LocalCluster:
         self.config_file = config_file
         self.log_dir = log_dir
         self.extra_env = extra_env or {}
-        self.settings = {name: self._settings_for(name, free_ports) for name in services}
+        ports = iter(free_loopback_ports(2 * len(services))) if free_ports else None
+        self.settings = {name: self._settings_for(name, ports) for name in services}
         self.launched: dict[str, LaunchedService] = {}
 
-    def _settings_for(self, name: str, free_ports: bool) -> ServiceSettings:
-        overrides = {"port": free_loopback_port(), "metrics_port": free_loopback_port()} if free_ports else {}
-        return load_settings(ServiceSettings, name, self.config_file, overrides)
+    def _settings_for(self, name: str, ports: Iterator[int] | None) -> ServiceSettings:
+        """The service's own settings type, so service-specific config keys are accepted."""
+        overrides = {"port": next(ports), "metrics_port": next(ports)} if ports else {}
+        return load_settings(load_service(name).settings_type, name, self.config_file, overrides)
 
     def dependency_addresses(self) -> dict[str, str]:
         """Where each service finds the others: the launched ones, defaults for the rest."""

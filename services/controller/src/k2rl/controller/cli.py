@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from k2rl.controller.deployment import EngineWorkers, ExperimentCluster, wait_for_replicas
+from k2rl.controller.deployment import EngineWorkers, wait_for_replicas
 from k2rl.controller.experiment import (
     Experiment,
     RunDirectory,
@@ -32,7 +32,7 @@ from k2rl.controller.stages import evaluate, pretrain, publish_and_wait
 from k2rl.controller.v1 import controller_pb2 as pb
 from k2rl.controller.v1 import controller_pb2_grpc
 from k2rl.core.client import ClientOptions, close_stub, create_stub
-from k2rl.core.config import ServiceSettings, load_settings
+from k2rl.core.launcher import LocalCluster
 from k2rl.models.tokenizer import load_tokenizer
 
 app = typer.Typer(help="Run an RL experiment (K2 section 3.3) through the controller.")
@@ -87,7 +87,7 @@ def run(
     run_id = run_id or experiment.run_id or f"run-{uuid.uuid4().hex[:10]}"
     directory = RunDirectory(runs_dir, run_id)
     services_file = services_config or directory.write_services_config(experiment.services)
-    cluster = ExperimentCluster(config_file=services_file, free_ports=free_ports, log_dir=directory.path / "logs") \
+    cluster = LocalCluster(config_file=services_file, free_ports=free_ports, log_dir=directory.path / "logs") \
         if start_services else None
     workers = EngineWorkers()
     summary = Summary(run_id)
@@ -101,9 +101,8 @@ def run(
                               services_file, directory.path / "logs", timeout_s=experiment.startup_timeout_s)
             addresses = cluster.dependency_addresses()
         else:
-            addresses = load_settings(ServiceSettings, "controller", services_file, {}).dependencies
-            addresses["controller"] = ExperimentCluster(services=("controller",),
-                                                        config_file=services_file).settings["controller"].address
+            controller = LocalCluster(services=("controller",), config_file=services_file).settings["controller"]
+            addresses = {**controller.dependencies, "controller": controller.address}
         _run_experiment(experiment, addresses, run_id, resume, directory, summary)
     except grpc.RpcError as error:
         console.print(f"[red]{error.code().name}[/red]: {error.details()}")

@@ -18,24 +18,7 @@ import time
 from pathlib import Path
 
 from k2rl.checkpoint_engine.v1 import checkpoint_engine_pb2 as ce_pb2
-from k2rl.core.config import ServiceSettings, load_settings, read_yaml_layer
-from k2rl.core.launcher import LocalCluster
 from k2rl.core.net import free_loopback_port
-
-
-class ExperimentCluster(LocalCluster):
-    """``LocalCluster`` over a services YAML that also holds service-specific keys.
-
-    ``LocalCluster`` reads each service's section with the shared ``ServiceSettings`` (it
-    only needs ports and addresses), which refuses keys such as ``trainer.training`` or
-    ``inference.checkpoint_engine_replica``; here the shared keys are picked out, and every
-    child process still reads its full section with its own settings type.
-    """
-
-    def _settings_for(self, name: str, free_ports: bool) -> ServiceSettings:
-        shared = {k: v for k, v in read_yaml_layer(self.config_file, name).items() if k in ServiceSettings.model_fields}
-        ports = {"port": free_loopback_port(), "metrics_port": free_loopback_port()} if free_ports else {}
-        return load_settings(ServiceSettings, name, None, {**shared, **ports})
 
 
 class EngineWorkers:
