@@ -24,27 +24,35 @@ def _params() -> list[torch.nn.Parameter]:
     return [torch.nn.Parameter(torch.randn(*s, generator=gen) * 0.05) for s in SHAPES]
 
 
-def _run_pair(nesterov: bool, ns_dtype: torch.dtype, steps: int = 5) -> tuple[list, list, list, dict]:
+def _run_pair(
+    nesterov: bool, ns_dtype: torch.dtype, steps: int = 5
+) -> tuple[list, list, list, dict]:
     lr, wd, mu = 0.02, 0.1, 0.95
     ours, theirs = _params(), _params()
-    opt_ours = MuonClip(ours, lr=lr, weight_decay=wd, momentum=mu, nesterov=nesterov,
-                        ns_dtype=ns_dtype)
+    opt_ours = MuonClip(
+        ours, lr=lr, weight_decay=wd, momentum=mu, nesterov=nesterov, ns_dtype=ns_dtype
+    )
     opt_theirs = torch.optim.Muon(
-        theirs, lr=lr, weight_decay=wd, momentum=mu, nesterov=nesterov,
+        theirs,
+        lr=lr,
+        weight_decay=wd,
+        momentum=mu,
+        nesterov=nesterov,
         adjust_lr_fn="match_rms_adamw",  # torch's name for the 0.2 sqrt(max(n, m)) factor
     )
     start = [p.detach().clone() for p in ours]
     for grads in _grads(steps):
-        for p, q, g in zip(ours, theirs, grads):
+        for p, q, g in zip(ours, theirs, grads, strict=True):
             p.grad, q.grad = g.clone(), g.clone()
         opt_ours.step()
         opt_theirs.step()
-    for p, q in zip(ours, theirs):
+    for p, q in zip(ours, theirs, strict=True):
         # EMA buffer = (1 - mu) * sum buffer, up to fp32 rounding.
         torch.testing.assert_close(
             opt_theirs.state[q]["momentum_buffer"],
             (1 - mu) * opt_ours.state[p]["momentum_buffer"],
-            rtol=1e-5, atol=1e-6,
+            rtol=1e-5,
+            atol=1e-6,
         )
     return ours, theirs, start, {"mu": mu}
 
@@ -59,12 +67,13 @@ def test_matches_torch_optim_muon_exactly_in_fp32(nesterov: bool, monkeypatch) -
     import torch.optim._muon as torch_muon
 
     def fp32_ns(grad, ns_coefficients, ns_steps, eps):  # torch's signature
-        return newton_schulz(grad, steps=ns_steps, coefficients=ns_coefficients, eps=eps,
-                             dtype=torch.float32)
+        return newton_schulz(
+            grad, steps=ns_steps, coefficients=ns_coefficients, eps=eps, dtype=torch.float32
+        )
 
     monkeypatch.setattr(torch_muon, "_zeropower_via_newtonschulz", fp32_ns)
     ours, theirs, start, _ = _run_pair(nesterov, torch.float32)
-    for p, q, p0 in zip(ours, theirs, start):
+    for p, q, p0 in zip(ours, theirs, start, strict=True):
         assert (p - q).norm() < 1e-4 * (q - p0).norm()
 
 
@@ -72,7 +81,7 @@ def test_matches_torch_optim_muon_exactly_in_fp32(nesterov: bool, monkeypatch) -
 def test_matches_stock_torch_optim_muon_in_bf16(nesterov: bool) -> None:
     """Against the stock (bf16) torch.optim.Muon: equal up to bf16 NS noise (~1% of a step)."""
     ours, theirs, start, _ = _run_pair(nesterov, torch.bfloat16)
-    for p, q, p0 in zip(ours, theirs, start):
+    for p, q, p0 in zip(ours, theirs, start, strict=True):
         assert (p - q).norm() < 0.03 * (q - p0).norm()
 
 
@@ -84,12 +93,14 @@ def test_sum_and_ema_momentum_orthogonalise_to_same_update() -> None:
     ema = [torch.zeros(s) for s in SHAPES]
     for gs in grads:
         muon_momentum_(total, gs, momentum=mu, nesterov=False)
-        for b, g in zip(ema, gs):
+        for b, g in zip(ema, gs, strict=True):
             b.lerp_(g, 1 - mu)
-    for t, e in zip(total, ema):
+    for t, e in zip(total, ema, strict=True):
         torch.testing.assert_close(
-            newton_schulz(t, dtype=torch.float32), newton_schulz(e, dtype=torch.float32),
-            rtol=1e-5, atol=1e-5,
+            newton_schulz(t, dtype=torch.float32),
+            newton_schulz(e, dtype=torch.float32),
+            rtol=1e-5,
+            atol=1e-5,
         )
 
 
@@ -156,12 +167,16 @@ def test_torch_muon_comparison_detects_a_wrong_scale() -> None:
     """The tolerance above is tight enough to catch torch's other scaling convention."""
     ours, theirs = _params(), _params()
     opt_ours = MuonClip(ours, lr=0.02, weight_decay=0.1, momentum=0.95)
-    opt_theirs = torch.optim.Muon(theirs, lr=0.02, weight_decay=0.1, momentum=0.95,
-                                  nesterov=False, adjust_lr_fn="original")
+    opt_theirs = torch.optim.Muon(
+        theirs, lr=0.02, weight_decay=0.1, momentum=0.95, nesterov=False, adjust_lr_fn="original"
+    )
     start = [p.detach().clone() for p in ours]
     for grads in _grads(2):
-        for p, q, g in zip(ours, theirs, grads):
+        for p, q, g in zip(ours, theirs, grads, strict=True):
             p.grad, q.grad = g.clone(), g.clone()
         opt_ours.step()
         opt_theirs.step()
-    assert all((p - q).norm() > 0.01 * (q - p0).norm() for p, q, p0 in zip(ours, theirs, start))
+    assert all(
+        (p - q).norm() > 0.01 * (q - p0).norm()
+        for p, q, p0 in zip(ours, theirs, start, strict=True)
+    )

@@ -28,16 +28,23 @@ def test_from_model_routes_parameters() -> None:
     roles = _roles(opt)
     assert len(roles) == len(list(model.parameters()))
     for name in [
-        "embed_tokens.weight", "lm_head.weight", "norm.weight",
-        "layers.0.input_layernorm.weight", "layers.0.self_attn.q_a_layernorm.weight",
-        "layers.0.mlp.gate.e_score_correction_bias", "layers.2.self_attn.q_proj.bias",
+        "embed_tokens.weight",
+        "lm_head.weight",
+        "norm.weight",
+        "layers.0.input_layernorm.weight",
+        "layers.0.self_attn.q_a_layernorm.weight",
+        "layers.0.mlp.gate.e_score_correction_bias",
+        "layers.2.self_attn.q_proj.bias",
     ]:
         assert roles[name] == "adamw", name
     for name in [
-        "layers.0.self_attn.q_b_proj.weight", "layers.0.self_attn.kv_a_proj_with_mqa.weight",
-        "layers.0.mlp.gate.weight", "layers.0.mlp.experts.3.down_proj.weight",
+        "layers.0.self_attn.q_b_proj.weight",
+        "layers.0.self_attn.kv_a_proj_with_mqa.weight",
+        "layers.0.mlp.gate.weight",
+        "layers.0.mlp.experts.3.down_proj.weight",
         "layers.1.mlp.experts.gate_proj",  # 3-D expert stack
-        "layers.2.self_attn.k_proj.weight", "layers.2.mlp.up_proj.weight",
+        "layers.2.self_attn.k_proj.weight",
+        "layers.2.mlp.up_proj.weight",
     ]:
         assert roles[name] == "muon", name
     assert [t.kind for t in opt.qk_clip_targets] == ["mla", "mla", "gqa"]
@@ -70,13 +77,18 @@ def test_one_step_updates_both_halves() -> None:
     twin_params = dict(twin.named_parameters())
     ref_adamw = torch.optim.AdamW(
         [twin_params["embed_tokens.weight"], twin_params["norm.weight"]],
-        lr=0.01, weight_decay=0.1, betas=(0.9, 0.95), eps=1e-8,
+        lr=0.01,
+        weight_decay=0.1,
+        betas=(0.9, 0.95),
+        eps=1e-8,
     )
     ref_adamw.step()
     opt.step()
     w = "layers.2.mlp.down_proj.weight"
     w0, g = twin_params[w].detach(), twin_params[w].grad
-    expected = w0 * (1 - 0.01 * 0.1) - 0.01 * muon_update_scale(tuple(w0.shape)) * newton_schulz(g).float()
+    expected = (
+        w0 * (1 - 0.01 * 0.1) - 0.01 * muon_update_scale(tuple(w0.shape)) * newton_schulz(g).float()
+    )
     torch.testing.assert_close(names[w].detach(), expected, rtol=0, atol=1e-6)
     for n in ["embed_tokens.weight", "norm.weight"]:
         torch.testing.assert_close(names[n].detach(), twin_params[n].detach(), rtol=1e-6, atol=1e-7)
@@ -90,7 +102,7 @@ def test_experts_without_grad_are_skipped() -> None:
     assert idle, "the toy router should leave some expert idle on this batch"
     before = [p.detach().clone() for p in idle]
     opt.step()
-    assert all(torch.equal(p, b) for p, b in zip(idle, before))
+    assert all(torch.equal(p, b) for p, b in zip(idle, before, strict=True))
     assert all(p not in opt.state for p in idle)
 
 
@@ -161,8 +173,10 @@ def test_k_rope_untouched_by_clipping() -> None:
     for layer in (0, 1):
         name = f"layers.{layer}.self_attn.kv_a_proj_with_mqa.weight"
         assert torch.equal(pa[name], pb[name])
-        assert not torch.equal(pa[f"layers.{layer}.self_attn.kv_b_proj.weight"],
-                               pb[f"layers.{layer}.self_attn.kv_b_proj.weight"])
+        assert not torch.equal(
+            pa[f"layers.{layer}.self_attn.kv_b_proj.weight"],
+            pb[f"layers.{layer}.self_attn.kv_b_proj.weight"],
+        )
 
 
 def test_s_max_accumulates_over_micro_batches() -> None:
@@ -211,7 +225,7 @@ def test_state_dict_round_trip_continues_identically() -> None:
     for model, opt in [(a, opt_a), (b, opt_b)]:
         model.loss(_batch(5)).backward()
         opt.step()
-    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+    for (n, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
         assert torch.equal(p, q), n
 
 

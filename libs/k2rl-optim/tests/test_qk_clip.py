@@ -109,9 +109,17 @@ def test_mla_clip_against_transformers_deepseek_v3() -> None:
     )
 
     cfg = transformers.DeepseekV3Config(
-        hidden_size=32, num_attention_heads=4, num_key_value_heads=4, q_lora_rank=16,
-        kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8, vocab_size=10,
-        num_hidden_layers=1, attn_implementation="eager",
+        hidden_size=32,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        q_lora_rank=16,
+        kv_lora_rank=16,
+        qk_nope_head_dim=8,
+        qk_rope_head_dim=4,
+        v_head_dim=8,
+        vocab_size=10,
+        num_hidden_layers=1,
+        attn_implementation="eager",
     )
     torch.manual_seed(0)
     attn = DeepseekV3Attention(cfg, 0).eval()
@@ -166,13 +174,13 @@ def test_gqa_exact_rule_pins_logits() -> None:
 def test_gqa_group_min_rule_never_exceeds_tau() -> None:
     torch.manual_seed(3)
     attn = ToyGQAttention(32, 8, 2)
-    before, after, _, gammas, tau = _clip_at_median(
-        attn, _inputs(32, seed=3), gqa_rule="group_min"
-    )
+    before, after, _, gammas, tau = _clip_at_median(attn, _inputs(32, seed=3), gqa_rule="group_min")
     group_min = gammas.view(2, 4).amin(dim=1)
     for h in range(8):
         assert after[:, h].max() <= tau + TOL
-        torch.testing.assert_close(after[:, h], before[:, h] * group_min[h // 4], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            after[:, h], before[:, h] * group_min[h // 4], rtol=1e-5, atol=1e-5
+        )
 
 
 @pytest.mark.parametrize("rule", ["exact", "group_min"])

@@ -17,7 +17,7 @@ def test_wsd_stages() -> None:
     expected = [0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(1, 5)]
     assert decay == pytest.approx(expected)
     assert decay[-1] == pytest.approx(0.1) and s(50) == pytest.approx(0.1)
-    assert all(a > b for a, b in zip(decay, decay[1:]))
+    assert all(a > b for a, b in zip(decay[:-1], decay[1:], strict=True))
     assert s.total_steps == 11
 
 

@@ -92,7 +92,7 @@ def reduce_grads_to_owners(
         flat = torch.zeros(total + len(members), dtype=dtype, device=device)
         present = [params[i].grad is not None for i in members]
         offset = 0
-        for i, n, has_grad in zip(members, sizes, present):
+        for i, n, has_grad in zip(members, sizes, present, strict=True):
             if has_grad:
                 flat[offset : offset + n].copy_(params[i].grad.reshape(-1))
             offset += n
@@ -102,7 +102,7 @@ def reduce_grads_to_owners(
             continue
         flags = flat[total:].tolist()
         grads = flat[:total].div_(world).split(sizes)
-        for i, g, flag in zip(members, grads, flags):
+        for i, g, flag in zip(members, grads, flags, strict=True):
             if flag > 0:
                 result[i] = g.view_as(params[i])
     return result

@@ -47,7 +47,6 @@ from k2rl.optim.distributed import (
     reduce_grads_to_owners,
 )
 from k2rl.optim.muon import (
-    DEFAULT_NS_MAX_BATCH_NUMEL,
     apply_muon_update_,
     matrix_shape,
     muon_momentum_,
@@ -117,6 +116,8 @@ class MuonClip(Optimizer):
             RMS matching lets both halves share them, as K2 does).
         ns_steps, ns_coefficients, ns_eps, ns_dtype: Newton-Schulz, see
             :mod:`k2rl.optim.newton_schulz`.
+        ns_max_batch_numel: elements per batched NS call (None: a per-device default, see
+            :func:`k2rl.optim.muon.default_ns_max_batch_numel`).
         qk_clip_targets: attention layers to clip (``from_model`` finds them).
         qk_clip_tau: ``tau`` (K2: 100); ``None`` disables clipping but keeps the statistics.
         gqa_rule, gqa_alpha: how a shared GQA key is clipped, see :mod:`k2rl.optim.qk_clip`.
@@ -143,7 +144,7 @@ class MuonClip(Optimizer):
         ns_coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
         ns_eps: float = NS_EPS,
         ns_dtype: torch.dtype = torch.bfloat16,
-        ns_max_batch_numel: int = DEFAULT_NS_MAX_BATCH_NUMEL,
+        ns_max_batch_numel: int | None = None,
         qk_clip_targets: Sequence[QKClipTarget] = (),
         qk_clip_tau: float | None = K2_TAU,
         gqa_rule: GQARule = "exact",
@@ -170,7 +171,8 @@ class MuonClip(Optimizer):
             elif role == "adamw":
                 group.setdefault("lr", lr if adamw_lr is None else adamw_lr)
                 group.setdefault(
-                    "weight_decay", weight_decay if adamw_weight_decay is None else adamw_weight_decay
+                    "weight_decay",
+                    weight_decay if adamw_weight_decay is None else adamw_weight_decay,
                 )
                 group.setdefault("betas", tuple(adamw_betas))
                 group.setdefault("eps", adamw_eps)
@@ -242,7 +244,7 @@ class MuonClip(Optimizer):
             return
         roles = [g["role"] for g in self.param_groups for _ in g["params"]]
         costs = []
-        for p, role in zip(params, roles):
+        for p, role in zip(params, roles, strict=True):
             if role == "muon":
                 n, m = matrix_shape(p)
                 costs.append(float(p.numel()) * min(n, m) * self.ns_steps)  # NS matmul flops
@@ -314,7 +316,9 @@ class MuonClip(Optimizer):
             for p, _ in items:
                 state = self.state[p]
                 if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["momentum_buffer"] = torch.zeros_like(
+                        p, memory_format=torch.preserve_format
+                    )
                 buffers.append(state["momentum_buffer"])
             ns_inputs += muon_momentum_(
                 buffers,
@@ -334,7 +338,7 @@ class MuonClip(Optimizer):
             max_batch_numel=self.ns_max_batch_numel,
         )
         batches: dict[tuple[int, float], tuple[dict[str, Any], list[Tensor], list[Tensor]]] = {}
-        for (group, p), o in zip(targets, ortho):
+        for (group, p), o in zip(targets, ortho, strict=True):
             key = (id(group), muon_update_scale(matrix_shape(p)))
             batches.setdefault(key, (group, [], []))
             batches[key][1].append(p)
@@ -397,7 +401,11 @@ class MuonClip(Optimizer):
         per_layer_max: list[float | None] = []
         per_layer_clipped: list[int] = []
         for target, s, c, g in zip(
-            targets, s_host.split(sizes), clipped_host.split(sizes), gammas.split(sizes)
+            targets,
+            s_host.split(sizes),
+            clipped_host.split(sizes),
+            gammas.split(sizes),
+            strict=True,
         ):
             finite = s[torch.isfinite(s)]
             per_layer_max.append(float(finite.max()) if finite.numel() else None)

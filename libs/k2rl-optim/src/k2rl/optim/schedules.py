@@ -101,8 +101,9 @@ class WSDSchedule:
 
 def k2_pretrain_schedule(stable_steps: int, decay_steps: int) -> WSDSchedule:
     """K2 §2.5 shape: 500 warm-up steps, stable at 2e-4, cosine to 2e-5 (use with lr=2e-4)."""
-    return WSDSchedule(warmup_steps=500, stable_steps=stable_steps, decay_steps=decay_steps,
-                       final_ratio=0.1)
+    return WSDSchedule(
+        warmup_steps=500, stable_steps=stable_steps, decay_steps=decay_steps, final_ratio=0.1
+    )
 
 
 def lr_scheduler(optimizer: Optimizer, schedule: LRSchedule) -> LambdaLR:

@@ -133,7 +133,10 @@ def _target_for(layer: int, module: nn.Module, qk_norm_policy: QKNormPolicy) -> 
             num_kv_heads=int(getattr(module, "num_key_value_heads", num_heads)),
             head_dim=int(module.head_dim),
         )
-        if getattr(module, "q_norm", None) is not None or getattr(module, "k_norm", None) is not None:
+        if (
+            getattr(module, "q_norm", None) is not None
+            or getattr(module, "k_norm", None) is not None
+        ):
             if qk_norm_policy == "error":
                 raise ValueError(
                     f"layer {layer}: per-head q_norm/k_norm cancel QK-Clip's W_q/W_k scaling and "

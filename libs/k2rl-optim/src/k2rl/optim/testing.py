@@ -93,7 +93,12 @@ class ToyMLAttention(_Tracker):
 
     def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         b, t, _ = x.shape
-        h, dn, dr, dv = self.num_heads, self.qk_nope_head_dim, self.qk_rope_head_dim, self.v_head_dim
+        h, dn, dr, dv = (
+            self.num_heads,
+            self.qk_nope_head_dim,
+            self.qk_rope_head_dim,
+            self.v_head_dim,
+        )
         if self.q_lora_rank is None:
             q = self.q_proj(x)
         else:
@@ -208,7 +213,9 @@ class _StackedExperts(nn.Module):
         super().__init__()
         self.gate = _Gate(hidden, num_experts)
         self.experts = nn.Module()
-        self.experts.gate_proj = nn.Parameter(torch.randn(num_experts, inter, hidden) * hidden**-0.5)
+        self.experts.gate_proj = nn.Parameter(
+            torch.randn(num_experts, inter, hidden) * hidden**-0.5
+        )
         self.experts.down_proj = nn.Parameter(torch.randn(num_experts, hidden, inter) * inter**-0.5)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -302,6 +309,22 @@ def _make_optimizer(model: ToyModel, **kwargs: object):  # noqa: ANN202
     )
 
 
+def _all_reduce_mean_grads(model: nn.Module, world_size: int) -> None:
+    """What a DDP-style trainer does before ``step()`` with ``grad_sync="none"``: mean of the
+    gradients, zeros where a rank had none, ``None`` where no rank had one."""
+    import torch.distributed as dist
+
+    params = list(model.parameters())
+    present = torch.tensor([float(p.grad is not None) for p in params])
+    dist.all_reduce(present)
+    for p, count in zip(params, present.tolist(), strict=True):
+        if count == 0:
+            continue
+        grad = p.grad if p.grad is not None else torch.zeros_like(p)
+        dist.all_reduce(grad)
+        p.grad = grad.div_(world_size)
+
+
 def _zero1_worker(rank: int, world_size: int, port: int, out_dir: str, steps: int) -> None:
     import torch.distributed as dist
 
@@ -310,24 +333,25 @@ def _zero1_worker(rank: int, world_size: int, port: int, out_dir: str, steps: in
     os.environ["MASTER_PORT"] = str(port)
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
-        model = ToyModel(seed=0)
-        opt = _make_optimizer(model, data_parallel=True)
-        for step in range(steps):
-            model.loss(_zero1_batches(rank, step)).backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        owned = {id(p) for p in opt.owned_params()}
-        state_owned = all(id(p) in owned for p in opt.state)
-        torch.save(
-            {
+        results = {}
+        for grad_sync in ("reduce", "none"):
+            model = ToyModel(seed=0)
+            opt = _make_optimizer(model, data_parallel=True, grad_sync=grad_sync)
+            for step in range(steps):
+                model.loss(_zero1_batches(rank, step)).backward()
+                if grad_sync == "none":
+                    _all_reduce_mean_grads(model, world_size)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            owned = {id(p) for p in opt.owned_params()}
+            results[grad_sync] = {
                 "params": {k: v.detach().clone() for k, v in model.state_dict().items()},
                 "owned_names": [n for n, p in model.named_parameters() if id(p) in owned],
-                "state_only_owned": state_owned,
+                "state_only_owned": all(id(p) in owned for p in opt.state),
                 "num_state": len(opt.state),
                 "stats": opt.last_qk_clip_stats,
-            },
-            Path(out_dir) / f"rank{rank}.pt",
-        )
+            }
+        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -378,7 +402,9 @@ def _reference_zero1_run(world_size: int, steps: int) -> dict[str, object]:
 def run_zero1_equivalence(world_size: int = 2, steps: int = 3) -> tuple[list[dict], dict]:
     """Spawn ``world_size`` gloo ranks training :class:`ToyModel` with ZeRO-1 MuonClip.
 
-    Returns the per-rank results and the single-process reference (computed in this process).
+    Returns, per rank, ``{grad_sync: result}`` for both gradient paths (the optimizer reduces
+    local gradients to owners / the caller all-reduced them), and the single-process reference
+    (computed in this process).
     """
     import torch.multiprocessing as mp
 
@@ -389,5 +415,7 @@ def run_zero1_equivalence(world_size: int = 2, steps: int = 3) -> tuple[list[dic
             nprocs=world_size,
             join=True,
         )
-        ranks = [torch.load(Path(out_dir) / f"rank{r}.pt", weights_only=False) for r in range(world_size)]
+        ranks = [
+            torch.load(Path(out_dir) / f"rank{r}.pt", weights_only=False) for r in range(world_size)
+        ]
     return ranks, reference_zero1_run(world_size, steps)
