@@ -91,6 +91,7 @@ EXPECTED: dict[str, tuple[str, dict[str, str]]] = {
             "Score": UNARY,
             "ScoreBatch": UNARY,
             "Compare": UNARY,
+            "ExportCriticData": UNARY,
         },
     ),
 }

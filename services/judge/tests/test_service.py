@@ -205,3 +205,57 @@ def test_verifiable_groups_are_written_as_critic_refinement_pairs(tmp_path: Path
     assert sorted((r["chosen"], r["rejected"]) for r in rows) == [(r"\boxed{4.0}", r"\boxed{5}"),
                                                                   (r"\boxed{4}", r"\boxed{5}")]
     assert all(r["prompt"] == "2+2?" and r["chosen_reward"] == 1.0 and r["rejected_reward"] == 0.0 for r in rows)
+
+
+def test_export_critic_data_appends_the_pairs_the_controller_sends(tmp_path: Path) -> None:
+    def request(dataset: str, **extra: object) -> pb.ExportCriticDataRequest:
+        return pb.ExportCriticDataRequest(prompt="2+2?", dataset=dataset, samples=[
+            pb.CriticDataSample(response=r"\boxed{4}", reward=1.0, verifier="math_equivalence/1"),
+            pb.CriticDataSample(response=r"\boxed{5}", reward=0.0, verifier="math_equivalence/1"),
+            pb.CriticDataSample(response="four-ish", reward=0.7, verifier="math_equivalence/1"),
+        ], **extra)
+
+    with judge(critic_data_dir=str(tmp_path)) as (stub, _):
+        first = stub.ExportCriticData(request("step-7", prompt_id="m1"), timeout=30)
+        again = stub.ExportCriticData(request("step-7", min_margin=0.2), timeout=30)
+        default = stub.ExportCriticData(request(""), timeout=30)
+        tied = stub.ExportCriticData(pb.ExportCriticDataRequest(prompt="q", dataset="step-7", samples=[
+            pb.CriticDataSample(response="a", reward=1.0), pb.CriticDataSample(response="b", reward=1.0)]),
+            timeout=30)
+    assert (first.rows_written, first.path) == (2, str(tmp_path / "step-7.jsonl"))  # margin 0.5: 1>0, 0.7>0
+    assert again.rows_written == 3  # margin 0.2 also pairs 1.0 > 0.7
+    assert (default.rows_written, default.path) == (2, str(tmp_path / "critic_refinement.jsonl"))
+    assert tied.rows_written == 0
+    rows = [json.loads(line) for line in (tmp_path / "step-7.jsonl").read_text().splitlines()]
+    assert len(rows) == 5  # appended, not overwritten
+    assert {(r["chosen"], r["rejected"]) for r in rows[:2]} == {(r"\boxed{4}", r"\boxed{5}"), ("four-ish", r"\boxed{5}")}
+    assert rows[0]["prompt_id"] == "m1" and rows[0]["verifier"] == "math_equivalence/1"
+    assert rows[2]["prompt_id"].startswith("sha256:") and rows[2]["prompt_id"] == rows[3]["prompt_id"]
+    assert all(r["prompt"] == "2+2?" and r["chosen_reward"] > r["rejected_reward"] for r in rows)
+
+
+@pytest.mark.parametrize(("request_", "field"), [
+    (pb.ExportCriticDataRequest(prompt="q", dataset="../escape"), "dataset"),
+    (pb.ExportCriticDataRequest(prompt=" ", dataset="d"), "prompt"),
+    (pb.ExportCriticDataRequest(prompt="q", samples=[pb.CriticDataSample(response="a", reward=float("nan"))]),
+     "samples[0].reward"),
+    (pb.ExportCriticDataRequest(prompt="q", min_margin=-1), "min_margin"),
+])
+def test_export_critic_data_rejects_bad_requests(tmp_path: Path, request_: pb.ExportCriticDataRequest,
+                                                 field: str) -> None:
+    with judge(critic_data_dir=str(tmp_path)) as (stub, _):
+        with pytest.raises(grpc.RpcError) as error:
+            stub.ExportCriticData(request_, timeout=30)
+    assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert (error.value.details() or "").startswith(f"{field}: ")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_critic_data_without_a_directory_is_a_failed_precondition() -> None:
+    with judge() as (stub, _):
+        with pytest.raises(grpc.RpcError) as error:
+            stub.ExportCriticData(pb.ExportCriticDataRequest(prompt="q", samples=[
+                pb.CriticDataSample(response="a", reward=1.0), pb.CriticDataSample(response="b", reward=0.0)]),
+                timeout=30)
+    assert error.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "critic_data_dir" in (error.value.details() or "")

@@ -48,9 +48,12 @@ class CriticDataWriter:
             raise InvalidArgument(f"dataset name {dataset!r} must match {_DATASET_NAME.pattern}", field="dataset")
         return self.directory / f"{dataset}.jsonl"
 
-    def write(self, dataset: str, prompt_id: str, prompt: str, samples: Sequence[Sample]) -> int:
+    def write(self, dataset: str, prompt_id: str, prompt: str, samples: Sequence[Sample],
+              min_margin: float | None = None) -> int:
         """Append the prompt's preference pairs; returns how many were written."""
-        pairs = preference_pairs(samples, self.min_margin)[: self.max_pairs_per_prompt]
+        target = self.path(dataset)
+        margin = self.min_margin if min_margin is None else min_margin
+        pairs = preference_pairs(samples, margin)[: self.max_pairs_per_prompt]
         if not pairs:
             return 0
         lines = [json.dumps({
@@ -58,7 +61,6 @@ class CriticDataWriter:
             "chosen_reward": chosen.reward, "rejected_reward": rejected.reward,
             "verifier": chosen.verifier or rejected.verifier, "source": "verifiable_reward",
         }, ensure_ascii=False) for chosen, rejected in pairs]
-        target = self.path(dataset)
         with self._lock:
             self.directory.mkdir(parents=True, exist_ok=True)
             with target.open("a", encoding="utf-8") as handle:

@@ -324,6 +324,20 @@ class Judge:
 
     # ---- critic refinement data ----------------------------------------------------------
 
+    def export_critic_data(self, prompt_id: str, prompt: str, samples: Sequence[Sample], dataset: str = "",
+                           min_margin: float | None = None) -> tuple[int, str]:
+        """The ExportCriticData RPC: append one prompt's preference pairs; (rows written, path)."""
+        if self._critic_data is None:
+            raise FailedPrecondition("the judge has no critic data directory; set critic_data_dir",
+                                     field="dataset")
+        dataset = dataset or self._critic_dataset
+        path = self._critic_data.path(dataset)
+        try:
+            rows = self._critic_data.write(dataset, prompt_id, prompt, samples, min_margin)
+        except OSError as error:
+            raise Unavailable(f"cannot write {path}: {error}") from None
+        return rows, str(path)
+
     def _export_critic_data(self, items: Sequence[ScoreItem], verdicts: Sequence[Verdict]) -> None:
         if self._critic_data is None:
             return

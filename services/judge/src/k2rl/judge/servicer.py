@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
 import time
 
 import grpc
@@ -14,6 +16,7 @@ from k2rl.judge.convert import (
     score_response_to_pb,
     turns_from_pb,
 )
+from k2rl.judge.dataset import Sample
 from k2rl.judge.engine import Judge
 from k2rl.judge.v1 import judge_pb2, judge_pb2_grpc
 
@@ -53,3 +56,19 @@ class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
         )
         return compare_response_to_pb(comparison, rubrics, self._critic_name,
                                        (time.perf_counter() - started) * 1000)
+
+    def ExportCriticData(self, request: judge_pb2.ExportCriticDataRequest,
+                         context: grpc.ServicerContext) -> judge_pb2.ExportCriticDataResponse:
+        if not request.prompt.strip():
+            raise InvalidArgument("the prompt is empty", field="prompt")
+        if not math.isfinite(request.min_margin) or request.min_margin < 0:
+            raise InvalidArgument(f"min_margin {request.min_margin} must be finite and >= 0", field="min_margin")
+        samples = []
+        for i, sample in enumerate(request.samples):
+            if not math.isfinite(sample.reward):
+                raise InvalidArgument(f"reward {sample.reward} is not finite", field=f"samples[{i}].reward")
+            samples.append(Sample(sample.response, sample.reward, sample.verifier))
+        prompt_id = request.prompt_id or "sha256:" + hashlib.sha256(request.prompt.encode()).hexdigest()[:16]
+        rows, path = self._judge.export_critic_data(prompt_id, request.prompt, samples, request.dataset,
+                                                    request.min_margin or None)
+        return judge_pb2.ExportCriticDataResponse(rows_written=rows, path=path)

@@ -371,3 +371,35 @@ class RubricVerdict(_message.Message):
     response_b_violates: bool
     rationale: str
     def __init__(self, rubric_name: _Optional[str] = ..., kind: _Optional[_Union[RubricKind, str]] = ..., preference: _Optional[_Union[Preference, str]] = ..., response_a_violates: _Optional[bool] = ..., response_b_violates: _Optional[bool] = ..., rationale: _Optional[str] = ...) -> None: ...
+
+class CriticDataSample(_message.Message):
+    __slots__ = ("response", "reward", "verifier")
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    REWARD_FIELD_NUMBER: _ClassVar[int]
+    VERIFIER_FIELD_NUMBER: _ClassVar[int]
+    response: str
+    reward: float
+    verifier: str
+    def __init__(self, response: _Optional[str] = ..., reward: _Optional[float] = ..., verifier: _Optional[str] = ...) -> None: ...
+
+class ExportCriticDataRequest(_message.Message):
+    __slots__ = ("prompt_id", "prompt", "samples", "dataset", "min_margin")
+    PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    MIN_MARGIN_FIELD_NUMBER: _ClassVar[int]
+    prompt_id: str
+    prompt: str
+    samples: _containers.RepeatedCompositeFieldContainer[CriticDataSample]
+    dataset: str
+    min_margin: float
+    def __init__(self, prompt_id: _Optional[str] = ..., prompt: _Optional[str] = ..., samples: _Optional[_Iterable[_Union[CriticDataSample, _Mapping]]] = ..., dataset: _Optional[str] = ..., min_margin: _Optional[float] = ...) -> None: ...
+
+class ExportCriticDataResponse(_message.Message):
+    __slots__ = ("rows_written", "path")
+    ROWS_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    rows_written: int
+    path: str
+    def __init__(self, rows_written: _Optional[int] = ..., path: _Optional[str] = ...) -> None: ...

@@ -50,6 +50,11 @@ class JudgeServiceStub:
                 request_serializer=k2rl_dot_judge_dot_v1_dot_judge__pb2.CompareRequest.SerializeToString,
                 response_deserializer=k2rl_dot_judge_dot_v1_dot_judge__pb2.CompareResponse.FromString,
                 _registered_method=True)
+        self.ExportCriticData = channel.unary_unary(
+                '/k2rl.judge.v1.JudgeService/ExportCriticData',
+                request_serializer=k2rl_dot_judge_dot_v1_dot_judge__pb2.ExportCriticDataRequest.SerializeToString,
+                response_deserializer=k2rl_dot_judge_dot_v1_dot_judge__pb2.ExportCriticDataResponse.FromString,
+                _registered_method=True)
 
 
 class JudgeServiceServicer:
@@ -82,6 +87,17 @@ class JudgeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportCriticData(self, request, context):
+        """Appends critic-refinement data (K2 section 3.2.2, closed-loop critic refinement): the
+        on-policy samples of one verifiable prompt, paired by their verifiable outcomes, become
+        preference pairs (chosen, rejected) in a JSONL dataset of the judge's critic data
+        directory that the trainer fine-tunes the critic on. FAILED_PRECONDITION when the judge
+        has no critic data directory; INVALID_ARGUMENT for a bad dataset name or reward.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JudgeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -99,6 +115,11 @@ def add_JudgeServiceServicer_to_server(servicer, server):
                     servicer.Compare,
                     request_deserializer=k2rl_dot_judge_dot_v1_dot_judge__pb2.CompareRequest.FromString,
                     response_serializer=k2rl_dot_judge_dot_v1_dot_judge__pb2.CompareResponse.SerializeToString,
+            ),
+            'ExportCriticData': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportCriticData,
+                    request_deserializer=k2rl_dot_judge_dot_v1_dot_judge__pb2.ExportCriticDataRequest.FromString,
+                    response_serializer=k2rl_dot_judge_dot_v1_dot_judge__pb2.ExportCriticDataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -183,6 +204,33 @@ class JudgeService:
             '/k2rl.judge.v1.JudgeService/Compare',
             k2rl_dot_judge_dot_v1_dot_judge__pb2.CompareRequest.SerializeToString,
             k2rl_dot_judge_dot_v1_dot_judge__pb2.CompareResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportCriticData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/k2rl.judge.v1.JudgeService/ExportCriticData',
+            k2rl_dot_judge_dot_v1_dot_judge__pb2.ExportCriticDataRequest.SerializeToString,
+            k2rl_dot_judge_dot_v1_dot_judge__pb2.ExportCriticDataResponse.FromString,
             options,
             channel_credentials,
             insecure,
