@@ -26,37 +26,56 @@ from k2rl.judge.v1 import judge_pb2_grpc
 def _math(i: int) -> pb.ScoreRequest:
     answer = f"\\frac{{{i}}}{{{i + 1}}}"
     response = f"so \\boxed{{{answer if i % 2 else i / (i + 1) + 0.1}}}"
-    return pb.ScoreRequest(task=pb.TaskSpec(kind=pb.TASK_KIND_MATH, math=pb.MathReference(answer=answer)),
-                           response=response)
+    return pb.ScoreRequest(
+        task=pb.TaskSpec(kind=pb.TASK_KIND_MATH, math=pb.MathReference(answer=answer)),
+        response=response,
+    )
 
 
 def _pathological(i: int) -> pb.ScoreRequest:
     if i % 16:
         return _math(i)
-    return pb.ScoreRequest(task=pb.TaskSpec(kind=pb.TASK_KIND_MATH, math=pb.MathReference(answer="1")),
-                           response=r"\boxed{9^{9^{9^{9^{9}}}}}")
+    return pb.ScoreRequest(
+        task=pb.TaskSpec(kind=pb.TASK_KIND_MATH, math=pb.MathReference(answer="1")),
+        response=r"\boxed{9^{9^{9^{9^{9}}}}}",
+    )
 
 
 def _instruction(i: int) -> pb.ScoreRequest:
     constraints = [
-        pb.InstructionConstraint(checker="length_constraints:number_words",
-                                 arguments_json='{"relation": "less than", "num_words": 60}'),
-        pb.InstructionConstraint(checker="keywords:existence", arguments_json='{"keywords": ["judge"]}'),
+        pb.InstructionConstraint(
+            checker="length_constraints:number_words",
+            arguments_json='{"relation": "less than", "num_words": 60}',
+        ),
+        pb.InstructionConstraint(
+            checker="keywords:existence", arguments_json='{"keywords": ["judge"]}'
+        ),
         pb.InstructionConstraint(checker="punctuation:no_comma"),
     ]
     words = 40 if i % 2 else 80
-    return pb.ScoreRequest(task=pb.TaskSpec(kind=pb.TASK_KIND_INSTRUCTION_FOLLOWING,
-                                            instruction=pb.InstructionReference(constraints=constraints)),
-                           response=" ".join(["the judge scores"] * (words // 3)))
+    return pb.ScoreRequest(
+        task=pb.TaskSpec(
+            kind=pb.TASK_KIND_INSTRUCTION_FOLLOWING,
+            instruction=pb.InstructionReference(constraints=constraints),
+        ),
+        response=" ".join(["the judge scores"] * (words // 3)),
+    )
 
 
 def _game24(i: int) -> pb.ScoreRequest:
     puzzle = pb.PuzzleReference(game24=pb.Game24Puzzle(numbers=[4, 7, 8, 8]))
-    return pb.ScoreRequest(task=pb.TaskSpec(kind=pb.TASK_KIND_LOGIC_PUZZLE, puzzle=puzzle),
-                           response="(7 - 8/8) * 4" if i % 2 else "(7 - 8/8) * 3")
+    return pb.ScoreRequest(
+        task=pb.TaskSpec(kind=pb.TASK_KIND_LOGIC_PUZZLE, puzzle=puzzle),
+        response="(7 - 8/8) * 4" if i % 2 else "(7 - 8/8) * 3",
+    )
 
 
-FAMILIES = {"math": _math, "math_pathological": _pathological, "instruction": _instruction, "game24": _game24}
+FAMILIES = {
+    "math": _math,
+    "math_pathological": _pathological,
+    "instruction": _instruction,
+    "game24": _game24,
+}
 
 
 def main() -> None:
@@ -66,10 +85,14 @@ def main() -> None:
     args = parser.parse_args()
     figures: dict[str, dict[str, float]] = {}
     with serve_in_process(SERVICE, math_workers=args.math_workers, math_timeout_s=2.0) as runtime:
-        stub = create_stub(judge_pb2_grpc.JudgeServiceStub, runtime.settings.address, ClientOptions(max_attempts=1))
+        stub = create_stub(
+            judge_pb2_grpc.JudgeServiceStub, runtime.settings.address, ClientOptions(max_attempts=1)
+        )
         try:
             for name, make in FAMILIES.items():
-                stub.ScoreBatch(pb.ScoreBatchRequest(requests=[make(i) for i in range(16)]), timeout=600)
+                stub.ScoreBatch(
+                    pb.ScoreBatchRequest(requests=[make(i) for i in range(16)]), timeout=600
+                )
                 batch = pb.ScoreBatchRequest(requests=[make(i) for i in range(args.items)])
                 started = time.perf_counter()
                 reply = stub.ScoreBatch(batch, timeout=600)
@@ -84,7 +107,11 @@ def main() -> None:
                 }
         finally:
             close_stub(stub)
-    print(json.dumps({"bench": "judge", "items": args.items, "math_workers": args.math_workers, **figures}))
+    print(
+        json.dumps(
+            {"bench": "judge", "items": args.items, "math_workers": args.math_workers, **figures}
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -68,16 +68,24 @@ def main() -> None:
         pool.close()
         pool.sessions.shutdown()
         shutil.rmtree(work_root, ignore_errors=True)
-    print(json.dumps({
-        "bench": "sandbox", "requests": args.requests, "concurrency": args.concurrency,
-        "isolation": isolation.features,
-        "bare_exec_per_s": round(bare_rate, 1), "isolated_exec_per_s": round(isolated_rate, 1),
-        "ratio": round(isolated_rate / bare_rate, 3), "target_ratio": 0.5,
-        "isolated_p50_ms": round(percentile(isolated_latencies, 50), 1),
-        "isolated_p99_ms": round(percentile(isolated_latencies, 99), 1),
-        "bare_p50_ms": round(percentile(bare_latencies, 50), 1),
-        "bare_p99_ms": round(percentile(bare_latencies, 99), 1),
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "sandbox",
+                "requests": args.requests,
+                "concurrency": args.concurrency,
+                "isolation": isolation.features,
+                "bare_exec_per_s": round(bare_rate, 1),
+                "isolated_exec_per_s": round(isolated_rate, 1),
+                "ratio": round(isolated_rate / bare_rate, 3),
+                "target_ratio": 0.5,
+                "isolated_p50_ms": round(percentile(isolated_latencies, 50), 1),
+                "isolated_p99_ms": round(percentile(isolated_latencies, 99), 1),
+                "bare_p50_ms": round(percentile(bare_latencies, 50), 1),
+                "bare_p99_ms": round(percentile(bare_latencies, 99), 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
