@@ -87,8 +87,11 @@ def run(
     run_id = run_id or experiment.run_id or f"run-{uuid.uuid4().hex[:10]}"
     directory = RunDirectory(runs_dir, run_id)
     services_file = services_config or directory.write_services_config(experiment.services)
-    cluster = LocalCluster(config_file=services_file, free_ports=free_ports, log_dir=directory.path / "logs") \
-        if start_services else None
+    # The services' embedded state (SQLite, unless REDIS_URL or state_url says otherwise) lives
+    # in the run directory, so separate runs never share weight versions or run records.
+    state_env = {"K2RL_STATE_DIR": str(directory.path)}
+    cluster = LocalCluster(config_file=services_file, free_ports=free_ports, log_dir=directory.path / "logs",
+                           extra_env=state_env) if start_services else None
     workers = EngineWorkers()
     summary = Summary(run_id)
     try:
