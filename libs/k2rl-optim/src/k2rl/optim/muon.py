@@ -105,10 +105,11 @@ def orthogonalise(
 ) -> list[Tensor]:
     """Newton-Schulz of every matrix in ``inputs`` (2-D, or 3-D expert stacks), batched by shape.
 
-    Matrices are grouped by ``(n, m, device)`` and orthogonalised with one batched call per group
-    (chunked at ``max_batch_numel``, default per device: :func:`default_ns_max_batch_numel`), so e.g. all ``gate_proj``/``up_proj`` of all experts of
-    the model share a handful of ``baddbmm`` calls. Results have the input shapes, in ``dtype``,
-    and are contiguous slices of the batch output.
+    Matrices are grouped by ``(n, m, device)`` and orthogonalised with one batched call per
+    group, chunked at ``max_batch_numel`` elements (default per device, see
+    :func:`default_ns_max_batch_numel`): all ``gate_proj``/``up_proj`` of all experts of the
+    model share a handful of batched matmuls instead of one set per expert. Results have the
+    input shapes, in ``dtype``, and are contiguous slices of the batch output.
     """
     groups: dict[tuple[int, int, torch.device], list[int]] = defaultdict(list)
     for i, x in enumerate(inputs):
