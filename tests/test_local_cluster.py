@@ -117,6 +117,7 @@ def test_status_and_health_commands_see_a_configured_deployment(tmp_path: Path) 
     config = tmp_path / "k2rl.yaml"
     ports = iter(free_loopback_ports(2 * len(SERVICE_NAMES)))
     sections = {name: {"port": next(ports), "metrics_port": next(ports)} for name in SERVICE_NAMES}
+    sections["inference"]["http_port"] = -1  # a key only the inference settings know
     config.write_text(yaml.safe_dump({"auth_token": "tok", **sections}))
     cluster = LocalCluster(SERVICE_NAMES, config, log_dir=tmp_path / "logs")
     cluster.start()

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from k2rl.core.client import ClientOptions
-from k2rl.core.config import SERVICE_NAMES, ServiceSettings, load_settings
+from k2rl.core.config import SERVICE_NAMES, load_settings
 from k2rl.core.health import HealthProbe, probe_health
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -138,10 +138,12 @@ def status(
     timeout: Annotated[float, typer.Option(help="per-service probe timeout")] = 2.0,
 ) -> None:
     """Probe every configured service's grpc health and print a table."""
+    from k2rl.core.server import load_service_settings
+
     probes = []
     for name in SERVICE_NAMES:
         try:
-            settings = load_settings(ServiceSettings, name, config)
+            settings = load_service_settings(name, config)
         except (ValueError, FileNotFoundError) as error:
             raise _config_error(error) from None
         probes.append(probe_health(name, settings.address, ClientOptions.from_settings(settings), timeout))

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from k2rl.core.client import ClientOptions
-from k2rl.core.config import SERVICE_NAMES, ServiceSettings, default_dependencies, load_settings
+from k2rl.core.config import SERVICE_NAMES, ServiceSettings, default_dependencies
 from k2rl.core.health import HealthProbe, probe_health, wait_until_serving
 from k2rl.core.net import free_loopback_ports
-from k2rl.core.server import load_service
+from k2rl.core.server import load_service_settings
 
 
 @dataclass
@@ -69,7 +69,7 @@ class LocalCluster:
     def _settings_for(self, name: str, ports: Iterator[int] | None) -> ServiceSettings:
         """The service's own settings type, so service-specific config keys are accepted."""
         overrides = {"port": next(ports), "metrics_port": next(ports)} if ports else {}
-        return load_settings(load_service(name).settings_type, name, self.config_file, overrides)
+        return load_service_settings(name, self.config_file, overrides)
 
     def dependency_addresses(self) -> dict[str, str]:
         """Where each service finds the others: the launched ones, defaults for the rest."""

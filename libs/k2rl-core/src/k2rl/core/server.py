@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from concurrent import futures
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -25,7 +26,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace import TracerProvider
 
 from k2rl.core.client import ClientOptions, create_stub
-from k2rl.core.config import ServiceSettings
+from k2rl.core.config import ServiceSettings, load_settings
 from k2rl.core.interceptors import AuthInterceptor, ObservabilityInterceptor
 from k2rl.core.logs import configure_logging
 from k2rl.core.metrics import MetricsEndpoint, ServiceMetrics
@@ -99,6 +100,12 @@ def load_service(name: str) -> ServiceSpec:
     if not isinstance(spec, ServiceSpec):
         raise TypeError(f"entry point {entry.value} is not a ServiceSpec")
     return spec
+
+
+def load_service_settings(name: str, config_file: Path | None = None,
+                          overrides: dict[str, Any] | None = None) -> ServiceSettings:
+    """``name``'s own settings type, so keys only that service knows are accepted in config."""
+    return load_settings(load_service(name).settings_type, name, config_file, overrides)
 
 
 class ServiceRuntime:
