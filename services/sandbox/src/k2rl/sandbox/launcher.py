@@ -103,17 +103,22 @@ def launcher_args(launcher: str, report_fd: int, limits: Limits) -> list[str]:
 
 def build_launcher(directory: Path, compiler: str = "cc") -> Path:
     """Compile the launcher into ``directory`` (once per source version) and return its path."""
-    digest = hashlib.sha256(SOURCE.encode()).hexdigest()[:16]
-    binary = directory / f"k2rl-launch-{digest}"
+    return build_c_program(directory, "k2rl-launch", SOURCE, compiler)
+
+
+def build_c_program(directory: Path, name: str, source_text: str, compiler: str = "cc") -> Path:
+    """Compile a one-file C program into ``directory`` (once per source version); its path."""
+    digest = hashlib.sha256(source_text.encode()).hexdigest()[:16]
+    binary = directory / f"{name}-{digest}"
     if binary.is_file() and os.access(binary, os.X_OK):
         return binary
-    source = directory / f"k2rl-launch-{digest}.c"
-    source.write_text(SOURCE)
-    partial = directory / f".k2rl-launch-{digest}.{os.getpid()}"
+    source = directory / f"{name}-{digest}.c"
+    source.write_text(source_text)
+    partial = directory / f".{name}-{digest}.{os.getpid()}"
     done = subprocess.run([compiler, "-O2", "-o", str(partial), str(source)], capture_output=True, timeout=120,
                           check=False)
     if done.returncode != 0:
-        raise OSError(f"cannot compile the sandbox launcher with {compiler}: "
+        raise OSError(f"cannot compile {name} with {compiler}: "
                       f"{done.stderr.decode(errors='replace').strip()}")
     partial.chmod(0o755)
     partial.replace(binary)  # atomic: replicas sharing the directory never see half a file

@@ -168,7 +168,8 @@ class SandboxPool:
     def _run_in_workdir(self, request: ExecutionRequest, limits: Limits) -> ExecutionResult:
         if request.session_id:
             with self.sessions.checkout(request.session_id) as session:
-                result = self.executor.execute(request, limits, session.workdir, session.kill_switch)
+                result = self.executor.execute(request, limits, session.workdir, session.kill_switch,
+                                               runtime=session.runtime)
                 session.record(result)
                 return result
         workdir = Workdir(self.work_root, f"run-{uuid.uuid4().hex[:8]}-")

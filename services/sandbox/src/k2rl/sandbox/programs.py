@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
 
 from k2rl.core.errors import InvalidArgument, NotFound
 from k2rl.sandbox.matching import compare
@@ -36,6 +38,13 @@ class Toolchain:
     cxx: str = "g++"
 
 
+class Runtime(Protocol):
+    """Runs one argv in a working directory under limits: ProcessRuntime or a session's PodSandbox."""
+
+    def run(self, argv: Sequence[str], workdir: Any, limits: Limits, *, stdin: bytes = b"",
+            env: Mapping[str, str] | None = None, kill_switch: KillSwitch | None = None) -> RunResult: ...
+
+
 def validate(request: ExecutionRequest, prefix: str) -> None:
     """Reject what would be unsafe or meaningless to run; ``prefix`` names the request field."""
     if not request.code and not request.command:
@@ -58,7 +67,7 @@ def validate(request: ExecutionRequest, prefix: str) -> None:
 
 
 class Executor:
-    """Runs validated requests in working directories through a ProcessRuntime."""
+    """Runs validated requests in working directories through a runtime (default: the process one)."""
 
     def __init__(self, runtime: ProcessRuntime, toolchain: Toolchain, sandbox_owner: tuple[int, int] | None) -> None:
         self.runtime = runtime
@@ -66,8 +75,9 @@ class Executor:
         self.sandbox_owner = sandbox_owner
 
     def execute(self, request: ExecutionRequest, limits: Limits, workdir: Workdir,
-                kill_switch: KillSwitch | None = None) -> ExecutionResult:
-        result = self._execute(request, limits, workdir, kill_switch)
+                kill_switch: KillSwitch | None = None, runtime: Runtime | None = None) -> ExecutionResult:
+        """Run in ``workdir``; ``runtime`` (a session's pod) replaces the process runtime."""
+        result = self._execute(request, limits, workdir, kill_switch, runtime or self.runtime)
         if not request.fetch_files:
             return result
         fetched = {}
@@ -80,9 +90,9 @@ class Executor:
         return replace(result, fetched_files=fetched)
 
     def _execute(self, request: ExecutionRequest, limits: Limits, workdir: Workdir,
-                 kill_switch: KillSwitch | None) -> ExecutionResult:
+                 kill_switch: KillSwitch | None, runtime: Runtime) -> ExecutionResult:
         self._write_files(request, workdir)
-        run = _Runner(self.runtime, workdir.path, request.env, kill_switch)
+        run = _Runner(runtime, workdir.path, request.env, kill_switch)
         argv = list(request.command)
         compile_result = None
         if request.language is Language.CPP and request.code:
@@ -155,7 +165,7 @@ class Executor:
 class _Runner:
     """``run(argv, limits, stdin)`` bound to one working directory."""
 
-    def __init__(self, runtime: ProcessRuntime, workdir: Path, env: dict[str, str],
+    def __init__(self, runtime: Runtime, workdir: Path, env: dict[str, str],
                  kill_switch: KillSwitch | None) -> None:
         self._runtime, self._workdir, self._env, self._kill_switch = runtime, workdir, env, kill_switch
 

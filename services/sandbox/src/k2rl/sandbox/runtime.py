@@ -15,9 +15,10 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from k2rl.sandbox.cgroups import CgroupTree, CgroupUsage, RunCgroup
 from k2rl.sandbox.isolation import Isolation, PreparedCommand
 from k2rl.sandbox.launcher import parse_report
 from k2rl.sandbox.model import Limits, RunResult, Status
@@ -27,8 +28,9 @@ _READ_CHUNK = 65536
 _MEMORY_MARKERS = (b"MemoryError", b"std::bad_alloc", b"Cannot allocate memory", b"cannot allocate memory",
                    b"out of memory")
 _BWRAP_SETUP_FAILURE = b"bwrap: "
-# Exit codes of the launcher itself (setrlimit, fork, exec of the launcher, wait4 failed).
-_LAUNCHER_FAILURES = frozenset({121, 122, 123, 124, 126})
+# Exit codes of the launcher itself (setrlimit, fork, exec of the launcher, wait4 failed) and
+# of the cgroup helper (125).
+_LAUNCHER_FAILURES = frozenset({121, 122, 123, 124, 125, 126})
 
 
 class KillSwitch:
@@ -67,12 +69,15 @@ class _Streams:
 
 
 def classify(*, exit_code: int, signal_number: int, wall_killed: bool, output_killed: bool,
-             cpu_time_ms: float, limits: Limits, stderr: bytes, peak_memory_bytes: int) -> Status:
+             cpu_time_ms: float, limits: Limits, stderr: bytes, peak_memory_bytes: int,
+             oom_killed: bool = False) -> Status:
     """Status of a finished run; limits first, since a limit kill also looks like a crash."""
     if output_killed:
         return Status.OUTPUT_LIMIT
     if wall_killed or signal_number == signal.SIGXCPU:
         return Status.TIMEOUT
+    if oom_killed:
+        return Status.MEMORY_LIMIT  # the cgroup's memory.max, enforced by the kernel's OOM killer
     if signal_number == signal.SIGKILL and cpu_time_ms >= limits.cpu_time_ms:
         return Status.TIMEOUT  # the hard CPU limit's SIGKILL after an ignored SIGXCPU
     if exit_code == 0 and signal_number == 0:
@@ -84,17 +89,39 @@ def classify(*, exit_code: int, signal_number: int, wall_killed: bool, output_ki
 
 
 class ProcessRuntime:
-    """Runs argv in a host working directory, confined by ``isolation``."""
+    """Runs argv in a host working directory, confined by ``isolation`` (and a cgroup per run
+    when ``cgroups`` is given)."""
 
-    def __init__(self, isolation: Isolation) -> None:
+    def __init__(self, isolation: Isolation, cgroups: CgroupTree | None = None) -> None:
         self.isolation = isolation
+        self.cgroups = cgroups
+
+    @property
+    def features(self) -> list[str]:
+        return ["cgroup_v2"] if self.cgroups is not None else []
 
     def run(self, argv: Sequence[str], workdir: Path, limits: Limits, *, stdin: bytes = b"",
             env: Mapping[str, str] | None = None, kill_switch: KillSwitch | None = None) -> RunResult:
+        group = None
         try:
+            if self.cgroups is not None:
+                group = self.cgroups.create(limits)
             command = self.isolation.prepare(argv, workdir, env or {}, limits)
         except OSError as error:
+            if group is not None:
+                group.close()
             return RunResult(Status.SANDBOX_ERROR, error=f"cannot prepare the sandbox: {error}")
+        if group is not None:
+            assert self.cgroups is not None
+            command = replace(command, argv=self.cgroups.enter_argv(group, command.argv))
+        try:
+            return self._run_prepared(command, limits, stdin, kill_switch, group)
+        finally:
+            if group is not None:
+                group.close()
+
+    def _run_prepared(self, command: PreparedCommand, limits: Limits, stdin: bytes, kill_switch: KillSwitch | None,
+                      group: RunCgroup | None) -> RunResult:
         started = time.monotonic()
         try:
             process = self._spawn(command)
@@ -107,7 +134,7 @@ class ProcessRuntime:
         if kill_switch is not None:
             kill_switch.register(process.pid, kill)
         try:
-            return self._supervise(process, kill, started, limits, stdin, command.report_fd)
+            return self._supervise(process, kill, started, limits, stdin, command.report_fd, group)
         finally:
             command.close_report()
             if kill_switch is not None:
@@ -120,7 +147,7 @@ class ProcessRuntime:
         )
 
     def _supervise(self, process: subprocess.Popen[bytes], kill: Callable[[], None], started: float,
-                   limits: Limits, stdin: bytes, report_fd: int) -> RunResult:
+                   limits: Limits, stdin: bytes, report_fd: int, group: RunCgroup | None) -> RunResult:
         deadline = started + limits.wall_time_ms / 1000
         streams = _Streams(bytearray(), bytearray())
         wall_killed = output_killed = False
@@ -165,6 +192,7 @@ class ProcessRuntime:
             stream.close()
         wall_ms = (time.monotonic() - started) * 1000
         report = parse_report(_read_all(report_fd))
+        group_usage = group.usage() if group is not None else CgroupUsage(0, False)
         stdout, stderr = bytes(streams.stdout), bytes(streams.stderr)
         truncated = {"stdout_truncated": streams.stdout_truncated, "stderr_truncated": streams.stderr_truncated}
         if report is None and not (wall_killed or output_killed):
@@ -174,14 +202,18 @@ class ProcessRuntime:
             if code == 1 and stderr.startswith(_BWRAP_SETUP_FAILURE) or code in _LAUNCHER_FAILURES:
                 return RunResult(Status.SANDBOX_ERROR, exit_code=code, stderr=stderr, wall_time_ms=wall_ms,
                                  error=stderr.decode(errors="replace").strip() or f"sandbox exited with {code}")
+            if group_usage.oom_killed:  # the OOM killer may pick the launcher
+                return RunResult(Status.MEMORY_LIMIT, 0, signal.SIGKILL, stdout, stderr, wall_time_ms=wall_ms,
+                                 peak_memory_bytes=group_usage.peak_memory_bytes, **truncated)
             return RunResult(Status.RUNTIME_ERROR, 0, signal.SIGKILL, stdout, stderr, wall_time_ms=wall_ms,
                              error="the program killed its launcher", **truncated)
         exit_code, signal_number = (report.exit_code, report.signal) if report else (0, signal.SIGKILL)
         cpu_ms = report.cpu_time_ms if report else (usage.ru_utime + usage.ru_stime) * 1000
-        peak = report.peak_memory_bytes if report else 0
+        # The cgroup's peak covers the whole group; the launcher's is the largest single process.
+        peak = group_usage.peak_memory_bytes or (report.peak_memory_bytes if report else 0)
         status_ = classify(exit_code=exit_code, signal_number=signal_number, wall_killed=wall_killed,
                            output_killed=output_killed, cpu_time_ms=cpu_ms, limits=limits, stderr=stderr,
-                           peak_memory_bytes=peak)
+                           peak_memory_bytes=peak, oom_killed=group_usage.oom_killed)
         return RunResult(status_, exit_code, signal_number, stdout, stderr, wall_time_ms=wall_ms, cpu_time_ms=cpu_ms,
                          peak_memory_bytes=peak, **truncated)
 

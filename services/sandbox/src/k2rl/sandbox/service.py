@@ -8,8 +8,10 @@ GetPoolStats.isolation_features).
 from __future__ import annotations
 
 from k2rl.core.server import ServiceContext, ServicerBinding, ServiceSpec
+from k2rl.sandbox.cgroups import CgroupTree
 from k2rl.sandbox.http_api import HttpApiServer
 from k2rl.sandbox.isolation import Isolation, IsolationConfig
+from k2rl.sandbox.pods import PodApi, PodConfig, PodManager, label_value
 from k2rl.sandbox.pool import PoolLimits, SandboxPool
 from k2rl.sandbox.programs import Executor, Toolchain
 from k2rl.sandbox.runtime import ProcessRuntime
@@ -30,12 +32,32 @@ def build_pool(settings: SandboxSettings, context: ServiceContext) -> tuple[Sand
         sandbox_gid=settings.sandbox_gid, seccomp=settings.seccomp, unsafe_dev_mode=settings.unsafe_dev_mode,
     ))
     sessions = SessionStore(settings.work_root, settings.max_sessions, settings.session_idle_timeout_s,
-                            settings.max_session_idle_timeout_s, isolation.file_owner)
-    executor = Executor(ProcessRuntime(isolation),
+                            settings.max_session_idle_timeout_s, isolation.file_owner, pods=build_pods(settings),
+                            sessions_on_pods=settings.session_runtime == "kubernetes")
+    cgroups = (CgroupTree.detect(settings.cgroup_root, settings.work_root, settings.cgroup_cpus,
+                                 settings.launcher_compiler) if settings.cgroups else None)
+    executor = Executor(ProcessRuntime(isolation, cgroups),
                         Toolchain(settings.python_command, settings.bash_command, settings.cxx_command),
                         isolation.file_owner)
     limits = PoolLimits(settings.concurrency, settings.max_queue, settings.default_limits, settings.limit_ceilings)
     return SandboxPool(executor, limits, sessions, settings.work_root, context.metrics), isolation
+
+
+def build_pods(settings: SandboxSettings) -> PodManager | None:
+    """The Kubernetes runtime, with its NetworkPolicy ensured and a crashed predecessor's pods deleted."""
+    if not settings.k8s_namespace:
+        return None
+    config = PodConfig(
+        namespace=settings.k8s_namespace, instance_id=label_value(settings.k8s_instance_id),
+        default_image=settings.k8s_default_image, keepalive_command=tuple(settings.k8s_keepalive_command),
+        cpu_request=settings.k8s_cpu_request, cpu_limit=settings.k8s_cpu_limit,
+        ephemeral_storage_limit=settings.k8s_ephemeral_storage_limit,
+        workdir_size_limit=settings.k8s_workdir_size_limit, run_as_user=settings.k8s_run_as_user,
+        run_as_group=settings.k8s_run_as_group, runtime_class_name=settings.k8s_runtime_class,
+        start_timeout_s=settings.k8s_pod_start_timeout_s, max_lifetime_s=settings.k8s_pod_max_lifetime_s)
+    pods = PodManager(PodApi(settings.k8s_namespace, settings.k8s_api_url, settings.k8s_verify_ssl), config)
+    pods.start()  # no session is live yet: every pod of this instance is an orphan
+    return pods
 
 
 def build(context: ServiceContext) -> list[ServicerBinding]:
@@ -48,7 +70,8 @@ def build(context: ServiceContext) -> list[ServicerBinding]:
         http = HttpApiServer(pool, settings.http_host, settings.http_port)
         http.start()
         context.on_shutdown.append(http.stop)
-    servicer = SandboxServicer(pool, pool.sessions, sandbox_pb2.SANDBOX_RUNTIME_PROCESS, isolation.features,
+    features = isolation.features + pool.executor.runtime.features
+    servicer = SandboxServicer(pool, pool.sessions, sandbox_pb2.SANDBOX_RUNTIME_PROCESS, features,
                                settings.max_read_bytes)
     return [ServicerBinding.generated(sandbox_pb2, sandbox_pb2_grpc, "SandboxService", servicer)]
 

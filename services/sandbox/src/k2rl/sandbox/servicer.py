@@ -101,17 +101,15 @@ class SandboxServicer(sandbox_pb2_grpc.SandboxServiceServicer):
         return pb.ExecuteBatchResponse(responses=[result_to_proto(r) for r in self.pool.execute_batch(items)])
 
     def CreateSession(self, request: pb.CreateSessionRequest, context: Any) -> pb.CreateSessionResponse:
-        if request.image:
-            raise InvalidArgument("the process runtime runs the host's toolchain; images need the Kubernetes "
-                                  "runtime", field="image")
         pool_limits = self.pool.limits
         limits = pool_limits.defaults.resolve(limits_from_proto(request.limits), pool_limits.ceilings, "limits")
-        session = self.sessions.create(limits, dict(request.files), request.idle_timeout_ms, dict(request.labels))
+        session = self.sessions.create(limits, dict(request.files), request.idle_timeout_ms, dict(request.labels),
+                                       request.image)
         expire = Timestamp()
         expire.GetCurrentTime()
         expire.FromNanoseconds(expire.ToNanoseconds() + int(session.idle_timeout_s * 1e9))
         return pb.CreateSessionResponse(session_id=session.session_id, expire_time=expire,
-                                        workdir=SANDBOX_WORKDIR)
+                                        workdir=str(session.workdir.path) if session.runtime else SANDBOX_WORKDIR)
 
     def CloseSession(self, request: pb.CloseSessionRequest, context: Any) -> pb.CloseSessionResponse:
         closed = self.sessions.close(request.session_id)

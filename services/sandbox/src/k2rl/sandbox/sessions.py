@@ -3,10 +3,16 @@
 Sessions live in this replica's memory and on its disk; several replicas behind one address
 need sticky routing by session id. A session idle for longer than its timeout is closed by
 a reaper thread, killing anything still running in it, so crashed clients do not leak.
+
+A session runs on the process runtime (a host directory, programs under bubblewrap) or, when
+it asks for an image or the pool's sessions default to it, on the Kubernetes runtime (a Pod;
+see pods.py). Either way ``Session.workdir`` holds its files and ``Session.runtime`` runs
+its programs (None: the pool's process runtime).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -14,17 +20,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from k2rl.core.errors import InvalidArgument, NotFound, ResourceExhausted
 from k2rl.sandbox.model import ExecutionResult, Limits
+from k2rl.sandbox.pods import PodManager
 from k2rl.sandbox.runtime import KillSwitch
 from k2rl.sandbox.workdir import Workdir, check_relative
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class Session:
     session_id: str
-    workdir: Workdir
+    workdir: Any  # Workdir, or PodSandbox for the Kubernetes runtime
     limits: Limits
     idle_timeout_s: float
     labels: dict[str, str]
@@ -34,6 +44,7 @@ class Session:
     kill_switch: KillSwitch = field(default_factory=KillSwitch)
     lock: threading.Lock = field(default_factory=threading.Lock)
     closed: bool = False
+    runtime: Any = None  # None: the pool's process runtime; else a PodSandbox
 
     @property
     def expires_at(self) -> float:
@@ -55,13 +66,19 @@ class SessionStore:
     """Open sessions of this replica, bounded by ``max_sessions``."""
 
     def __init__(self, root: Path, max_sessions: int, default_idle_timeout_s: float, max_idle_timeout_s: float,
-                 file_owner: tuple[int, int] | None, reap_interval_s: float = 1.0) -> None:
+                 file_owner: tuple[int, int] | None, reap_interval_s: float = 1.0,
+                 pods: PodManager | None = None, sessions_on_pods: bool = False,
+                 pod_gc_interval_s: float = 60.0) -> None:
         self.root = root
         self.max_sessions = max_sessions
         self.default_idle_timeout_s = default_idle_timeout_s
         self.max_idle_timeout_s = max_idle_timeout_s
         self.file_owner = file_owner
+        self.pods = pods
+        self.sessions_on_pods = sessions_on_pods
         self._sessions: dict[str, Session] = {}
+        self._starting: set[str] = set()  # ids whose workdir (maybe a pod) is being created
+        self._pod_gc_interval_s = pod_gc_interval_s
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._reaper = threading.Thread(target=self._reap_loop, args=(reap_interval_s,), name="sandbox-session-reaper",
@@ -74,20 +91,35 @@ class SessionStore:
             return len(self._sessions)
 
     def create(self, limits: Limits, files: dict[str, bytes], idle_timeout_ms: int,
-               labels: dict[str, str]) -> Session:
+               labels: dict[str, str], image: str = "") -> Session:
         idle_s = idle_timeout_ms / 1000 if idle_timeout_ms else self.default_idle_timeout_s
         if idle_s > self.max_idle_timeout_s:
             raise InvalidArgument(f"{idle_timeout_ms} ms is above the maximum idle timeout "
                                   f"{self.max_idle_timeout_s * 1000:.0f} ms", field="idle_timeout_ms")
         paths = {path: check_relative(path, f"files[{path!r}]") for path in files}
+        on_pods = bool(image) or self.sessions_on_pods
+        if on_pods and self.pods is None:
+            raise InvalidArgument("the process runtime runs the host's toolchain; images need the Kubernetes "
+                                  "runtime (set K2RL_K8S_NAMESPACE)", field="image")
+        session_id = uuid.uuid4().hex
         with self._lock:
-            if len(self._sessions) >= self.max_sessions:
+            if len(self._sessions) + len(self._starting) >= self.max_sessions:
                 raise ResourceExhausted(f"{self.max_sessions} sessions are open, the most this replica keeps; "
                                         "close idle ones or retry later")
-            session_id = uuid.uuid4().hex
-            session = Session(session_id, Workdir(self.root, f"session-{session_id[:8]}-"), limits, idle_s,
-                              dict(labels))
-            self._sessions[session_id] = session
+            self._starting.add(session_id)
+        try:
+            if on_pods:
+                assert self.pods is not None
+                pod = self.pods.create(session_id, image, limits, labels)
+                session = Session(session_id, pod, limits, idle_s, dict(labels), runtime=pod)
+            else:
+                session = Session(session_id, Workdir(self.root, f"session-{session_id[:8]}-"), limits, idle_s,
+                                  dict(labels))
+            with self._lock:
+                self._sessions[session_id] = session
+        finally:
+            with self._lock:
+                self._starting.discard(session_id)
         try:
             for path, relative in paths.items():
                 session.workdir.write(relative, files[path], field=f"files[{path!r}]", owner=self.file_owner)
@@ -160,9 +192,25 @@ class SessionStore:
                 pass
         return closed
 
+    def live_session_ids(self) -> set[str]:
+        """Open sessions and those being created (whose pods must not be collected)."""
+        with self._lock:
+            return set(self._sessions) | self._starting
+
+    def collect_pods(self) -> list[str]:
+        """Delete this instance's pods that no session owns (a failed delete, a lost create)."""
+        return self.pods.collect_garbage(self.live_session_ids()) if self.pods is not None else []
+
     def _reap_loop(self, interval_s: float) -> None:
+        next_collection = time.monotonic() + self._pod_gc_interval_s
         while not self._stop.wait(interval_s):
             self.expire_idle()
+            if self.pods is not None and time.monotonic() >= next_collection:
+                next_collection = time.monotonic() + self._pod_gc_interval_s
+                try:
+                    self.collect_pods()
+                except Exception as error:  # noqa: BLE001 - the API may be away; retried next round
+                    log.warning("collecting orphaned sandbox pods failed: %s", error)
 
     def shutdown(self) -> None:
         self._stop.set()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -46,6 +48,9 @@ class SandboxSettings(ServiceSettings):
     sandbox_uid: int = Field(65534, ge=1, description="uid bwrap runs as when the service is root")
     sandbox_gid: int = Field(65534, ge=1)
     seccomp: bool = True
+    cgroups: bool = Field(True, description="per-run cgroup v2 limits when a writable subtree is there")
+    cgroup_root: Path | None = Field(None, description="delegated cgroup v2 directory; unset = the service's own")
+    cgroup_cpus: float = Field(1.0, gt=0, description="cpu.max of each run, in CPUs")
     python_command: str = "python3"
     bash_command: str = "bash"
     cxx_command: str = "g++"
@@ -57,6 +62,28 @@ class SandboxSettings(ServiceSettings):
     max_session_idle_timeout_s: float = Field(86_400.0, gt=0)
     max_read_bytes: int = Field(16 * MiB, gt=0, description="most bytes one ReadFile returns")
 
+    # Kubernetes runtime (pods.py): sessions that name an image, or all sessions when
+    # session_runtime is "kubernetes". Off while k8s_namespace is empty.
+    session_runtime: Literal["process", "kubernetes"] = Field(
+        "process", description="runtime of sessions that name no image")
+    k8s_namespace: str = Field("", description="namespace of sandbox pods; empty = Kubernetes runtime off")
+    k8s_api_url: str = Field("", description="API server URL; empty = in-cluster config, else ~/.kube/config")
+    k8s_verify_ssl: bool = True
+    k8s_default_image: str = Field("", description="image of sessions that name none")
+    k8s_instance_id: str = Field(default_factory=socket.gethostname,
+                                 description="owner label of this replica's pods; stable across restarts")
+    k8s_keepalive_command: list[str] = Field(default_factory=lambda: ["sleep", "infinity"],
+                                             description="pid 1 of each sandbox pod")
+    k8s_cpu_request: str = "250m"
+    k8s_cpu_limit: str = "1"
+    k8s_ephemeral_storage_limit: str = "2Gi"
+    k8s_workdir_size_limit: str = "1Gi"
+    k8s_run_as_user: int = Field(65534, ge=1)
+    k8s_run_as_group: int = Field(65534, ge=1)
+    k8s_runtime_class: str = Field("", description="e.g. gvisor or kata for a stronger boundary")
+    k8s_pod_start_timeout_s: float = Field(300.0, gt=0)
+    k8s_pod_max_lifetime_s: int = Field(86_400, gt=0, description="activeDeadlineSeconds of every pod")
+
     http_port: int = Field(0, ge=0, le=65535,
                            description="SandboxFusion-compatible HTTP API (POST /run_code); 0 = off")
     http_host: str = "127.0.0.1"
@@ -66,6 +93,8 @@ class SandboxSettings(ServiceSettings):
         for name in Limits.names():
             if getattr(self.default_limits, name) > getattr(self.limit_ceilings, name):
                 raise ValueError(f"default {name} is above its ceiling")
+        if self.session_runtime == "kubernetes" and not (self.k8s_namespace and self.k8s_default_image):
+            raise ValueError("session_runtime=kubernetes needs k8s_namespace and k8s_default_image")
         return self
 
     @property
