@@ -165,8 +165,3 @@ def test_hf_tokenizer_matches_transformers_apply_chat_template(hf_tokenizer_dir)
         expected_ids = expected_ids["input_ids"]
     assert ours.apply_chat_template(DIALOG, **kwargs) == list(expected_ids)
 
-
-def test_tiktoken_directories_are_reported_clearly(tmp_path):
-    (tmp_path / "tiktoken.model").write_text("")
-    with pytest.raises(NotImplementedError, match="tiktoken"):
-        load_tokenizer(tmp_path)

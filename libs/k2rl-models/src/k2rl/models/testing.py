@@ -84,3 +84,76 @@ def tiny_model(kind: str = "mla", *, seed: int = 0, **changes):
     model = build_model(config, seed=seed).eval()
     randomise_router_biases(model, seed=seed)
     return model
+
+
+def train_bpe_ranks(texts, num_merges: int, pat_str: str) -> dict[bytes, int]:
+    """Byte-level BPE ranks as tiktoken expects them: the 256 bytes, then one token per merge
+    (most frequent adjacent pair within pre-tokenised pieces, ties broken by first seen).
+
+    ``pat_str`` is compiled with the ``regex`` package in V1 mode (class set operations).
+    """
+    import collections
+
+    import regex
+
+    splitter = regex.compile(pat_str, flags=regex.V1)
+    words = collections.Counter(
+        tuple(bytes([b]) for b in piece.encode("utf-8")) for text in texts for piece in splitter.findall(text)
+    )
+    ranks = {bytes([b]): b for b in range(256)}
+    for _ in range(num_merges):
+        pairs: collections.Counter[tuple[bytes, bytes]] = collections.Counter()
+        for word, count in words.items():
+            for pair in zip(word, word[1:], strict=False):
+                pairs[pair] += count
+        if not pairs:
+            break
+        best = max(pairs, key=pairs.__getitem__)
+        merged = best[0] + best[1]
+        ranks[merged] = len(ranks)
+        words = collections.Counter({_merge_pair(word, best, merged): count for word, count in words.items()})
+    return ranks
+
+
+def _merge_pair(word: tuple[bytes, ...], pair: tuple[bytes, bytes], merged: bytes) -> tuple[bytes, ...]:
+    out: list[bytes] = []
+    i = 0
+    while i < len(word):
+        if i + 1 < len(word) and (word[i], word[i + 1]) == pair:
+            out.append(merged)
+            i += 2
+        else:
+            out.append(word[i])
+            i += 1
+    return tuple(out)
+
+
+def write_kimi_tokenizer_dir(path, texts, num_merges: int = 200) -> dict[bytes, int]:
+    """A Kimi-K2-layout tokenizer directory trained on ``texts``: ``tiktoken.model`` plus a
+    ``tokenizer_config.json`` naming [BOS], [EOS], [UNK], [PAD] and K2's chat and tool-call
+    tokens in the reserved block (as the released config does), with K2's chat template."""
+    import json
+    from pathlib import Path
+
+    from k2rl.models.chat import K2_CHAT_TEMPLATE, K2_CHAT_TOKENS
+    from k2rl.models.tiktoken_bpe import KIMI_PAT_STR, write_bpe_ranks
+
+    path = Path(path)
+    ranks = train_bpe_ranks(texts, num_merges, KIMI_PAT_STR)
+    write_bpe_ranks(path / "tiktoken.model", ranks)
+    names = ["[BOS]", "[EOS]", "[UNK]", "[PAD]", *K2_CHAT_TOKENS]
+    base = len(ranks)
+    # A gap after the first four, as in the released config: unnamed ids stay reserved.
+    ids = [base, base + 1, base + 2, base + 3, *range(base + 10, base + 10 + len(K2_CHAT_TOKENS))]
+    config = {
+        "tokenizer_class": "TikTokenTokenizer",
+        "bos_token": "[BOS]",
+        "eos_token": {"content": "[EOS]", "special": True},
+        "unk_token": "[UNK]",
+        "pad_token": "[PAD]",
+        "added_tokens_decoder": {str(i): {"content": name, "special": True} for i, name in zip(ids, names, strict=True)},
+        "additional_special_tokens": list(K2_CHAT_TOKENS),
+        "chat_template": K2_CHAT_TEMPLATE,
+    }
+    (path / "tokenizer_config.json").write_text(json.dumps(config, indent=1))
+    return ranks

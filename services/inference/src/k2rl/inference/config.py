@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import socket
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from k2rl.core.config import MiB, ServiceSettings
 from k2rl.inference.engine import EngineConfig
+from k2rl.inference.vllm_backend import VllmOptions
 
 
 class InferenceSettings(ServiceSettings):
     model: str = Field("k2-nano", description="preset name (random init from `seed`) or HF checkpoint directory")
     tokenizer: str | None = Field(None, description="tokenizer preset or directory; unset = the model's")
     served_model_name: str | None = Field(None, description="model id of the OpenAI API; unset = `model`")
+    backend: Literal["native", "vllm"] = Field(
+        "native", description="native torch engine, or vLLM (GPU, `pip install 'k2rl-inference[vllm]'`, "
+        "`model` must be an HF checkpoint directory)")
     device: str = Field("cpu", description="torch device of the native engine, e.g. cpu or cuda:0")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     seed: int = Field(0, ge=0, description="model init seed for presets and the shared sampling generator")
@@ -25,6 +29,10 @@ class InferenceSettings(ServiceSettings):
     max_batched_tokens: int = Field(4096, gt=0, description="padded tokens of one prefill step")
     max_context_length: int = Field(0, ge=0, description="prompt + output limit; 0 = the model's")
     enable_prefix_caching: bool = True
+    tensor_parallel_size: int = Field(1, ge=1, description="vLLM backend: GPUs the model is split over")
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vLLM backend: share of GPU memory it may use")
+    vllm_engine_args: dict[str, Any] = Field(
+        default_factory=dict, description="vLLM backend: further `vllm.LLM` keyword arguments (override ours)")
     http_host: str = Field("127.0.0.1", description="address of the OpenAI-compatible HTTP API")
     http_port: int = Field(8052, ge=-1, le=65535, description="its port; 0 = any free port, -1 = disabled")
     initial_weight_version: int = Field(
@@ -54,4 +62,18 @@ class InferenceSettings(ServiceSettings):
             max_context_length=self.max_context_length,
             enable_prefix_caching=self.enable_prefix_caching,
             seed=self.seed,
+        )
+
+    def vllm_options(self) -> VllmOptions:
+        return VllmOptions(
+            model=self.model,
+            tokenizer=self.tokenizer,
+            tensor_parallel_size=self.tensor_parallel_size,
+            dtype=self.dtype,
+            gpu_memory_utilization=self.gpu_memory_utilization,
+            max_model_len=self.max_context_length,
+            max_num_seqs=self.max_running_requests,
+            enable_prefix_caching=self.enable_prefix_caching,
+            seed=self.seed,
+            extra=dict(self.vllm_engine_args),
         )

@@ -84,7 +84,49 @@ class _RequestState:
     first_token_at: float | None = None
 
 
+def check_can_generate(sleep_state: SleepState, has_weights: bool, weight_version: int, min_weight_version: int) -> None:
+    """FailedPrecondition unless a replica in this state may take a request (any backend)."""
+    if sleep_state is not SleepState.AWAKE:
+        raise FailedPrecondition(f"the replica is asleep ({sleep_state.value}); call WakeUp before generating")
+    if not has_weights:
+        raise FailedPrecondition("the replica holds no complete weight version; run UpdateWeights first")
+    if min_weight_version > weight_version:
+        raise FailedPrecondition(
+            f"the replica serves weight version {weight_version}, below the required {min_weight_version}",
+            field="min_weight_version",
+        )
+
+
+def checked_tokens(request: GenerationRequest, vocab_size: int, max_context_length: int) -> tuple[list[int], list[int]]:
+    """The request's prompt and resumed output as ints, after the checks every backend applies."""
+    prompt = [int(t) for t in request.prompt_token_ids]
+    resume = [int(t) for t in request.resume_output_token_ids]
+    options = request.options
+    if not prompt:
+        raise InvalidArgument("the prompt is empty", field="prompt")
+    bad = next((t for t in (*prompt, *resume) if not 0 <= t < vocab_size), None)
+    if bad is not None:
+        raise InvalidArgument(f"token id {bad} is outside the vocabulary [0, {vocab_size})", field="prompt")
+    if len(prompt) + len(resume) >= max_context_length:
+        raise InvalidArgument(
+            f"prompt + resumed output is {len(prompt) + len(resume)} tokens; the context holds "
+            f"{max_context_length} (including at least one generated token)",
+            field="prompt",
+        )
+    if resume and options.n > 1:
+        raise InvalidArgument("resume_output_token_ids requires n <= 1", field="resume_output_token_ids")
+    if options.max_tokens and len(resume) >= options.max_tokens:
+        raise InvalidArgument(
+            f"the resumed output ({len(resume)} tokens) already reaches max_tokens ({options.max_tokens})",
+            field="resume_output_token_ids",
+        )
+    return prompt, resume
+
+
 class Engine:
+    backend = "native"  # GetModelInfo.backend
+    tensor_parallel_size = 1
+
     def __init__(
         self,
         model: CausalLM,
@@ -157,44 +199,15 @@ class Engine:
         return self.model.config.vocab_size
 
     def _check_can_generate(self, min_weight_version: int = 0) -> None:
-        if self.sleep_state is not SleepState.AWAKE:
-            raise FailedPrecondition(
-                f"the replica is asleep ({self.sleep_state.value}); call WakeUp before generating"
-            )
-        if not self.has_weights:
-            raise FailedPrecondition("the replica holds no complete weight version; run UpdateWeights first")
-        if min_weight_version > self.weight_version:
-            raise FailedPrecondition(
-                f"the replica serves weight version {self.weight_version}, below the required {min_weight_version}",
-                field="min_weight_version",
-            )
+        check_can_generate(self.sleep_state, self.has_weights, self.weight_version, min_weight_version)
 
     def add_request(self, request: GenerationRequest) -> list[Sequence]:
         """Validate and queue a request; returns its sequences (one per sample)."""
         self._check_can_generate(request.min_weight_version)
         if request.request_id in self._requests:
             raise AlreadyExists(f"request {request.request_id!r} is still running", field="request_id")
-        prompt = [int(t) for t in request.prompt_token_ids]
-        resume = [int(t) for t in request.resume_output_token_ids]
+        prompt, resume = checked_tokens(request, self.vocab_size, self.max_context_length)
         options = request.options
-        if not prompt:
-            raise InvalidArgument("the prompt is empty", field="prompt")
-        bad = next((t for t in (*prompt, *resume) if not 0 <= t < self.vocab_size), None)
-        if bad is not None:
-            raise InvalidArgument(f"token id {bad} is outside the vocabulary [0, {self.vocab_size})", field="prompt")
-        if len(prompt) + len(resume) >= self.max_context_length:
-            raise InvalidArgument(
-                f"prompt + resumed output is {len(prompt) + len(resume)} tokens; the context holds "
-                f"{self.max_context_length} (including at least one generated token)",
-                field="prompt",
-            )
-        if resume and options.n > 1:
-            raise InvalidArgument("resume_output_token_ids requires n <= 1", field="resume_output_token_ids")
-        if options.max_tokens and len(resume) >= options.max_tokens:
-            raise InvalidArgument(
-                f"the resumed output ({len(resume)} tokens) already reaches max_tokens ({options.max_tokens})",
-                field="resume_output_token_ids",
-            )
         sequences = []
         for i in range(options.n):
             seed = options.seed_of_sample(i)

@@ -10,11 +10,14 @@ import json
 import logging
 import socket
 from pathlib import Path
+from typing import Any
 
 import grpc
+import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from k2rl.core.client import ClientOptions, close_stub, create_stub
+from k2rl.core.errors import InvalidArgument
 from k2rl.core.server import ServiceContext, ServicerBinding, ServiceSpec
 from k2rl.inference.config import InferenceSettings
 from k2rl.inference.engine import Engine
@@ -24,13 +27,14 @@ from k2rl.inference.openai_api import OpenAIApi, OpenAIServer
 from k2rl.inference.runner import EngineRunner
 from k2rl.inference.servicer import InferenceServicer, ReplicaDescription
 from k2rl.inference.v1 import inference_pb2, inference_pb2_grpc
-from k2rl.models import load_model, to_hf_config
+from k2rl.inference.vllm_backend import VllmEngine, import_vllm
+from k2rl.models import ModelConfig, load_hf_config, load_model, to_hf_config
 from k2rl.models.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 
 
-def describe(settings: InferenceSettings, engine: Engine) -> ReplicaDescription:
+def describe(settings: InferenceSettings, engine: Engine | VllmEngine) -> ReplicaDescription:
     config_file = Path(settings.model) / "config.json"
     hf_config = to_hf_config(engine.model.config)
     config_json = config_file.read_text() if config_file.is_file() else json.dumps(hf_config, indent=2, sort_keys=True)
@@ -45,12 +49,46 @@ def describe(settings: InferenceSettings, engine: Engine) -> ReplicaDescription:
     )
 
 
-def build_engine(settings: InferenceSettings, observer: PrometheusObserver | None = None) -> Engine:
+def build_engine(settings: InferenceSettings, observer: PrometheusObserver | None = None) -> Engine | VllmEngine:
+    if settings.backend == "vllm":
+        return build_vllm_engine(settings, observer)
     model = load_model(settings.model, device=settings.device, dtype=settings.dtype, seed=settings.seed)
     tokenizer = load_tokenizer(settings.tokenizer or settings.model)
     return Engine(
         model, tokenizer, settings.engine_config(), weight_version=settings.initial_weight_version, observer=observer
     )
+
+
+def build_vllm_engine(
+    settings: InferenceSettings, observer: PrometheusObserver | None = None, vllm: Any = None
+) -> VllmEngine:
+    """Start vLLM on the HF checkpoint ``settings.model`` (``vllm``: the package, by default imported)."""
+    model_dir = Path(settings.model)
+    if not (model_dir / "config.json").is_file():
+        raise InvalidArgument(
+            f"backend 'vllm' serves an HF checkpoint directory; {settings.model!r} has no config.json", field="model")
+    vllm = vllm or import_vllm()
+    config = load_hf_config(model_dir)
+    llm = vllm.LLM(**settings.vllm_options().engine_args())
+    return VllmEngine(
+        llm,
+        vllm,
+        load_tokenizer(settings.tokenizer or settings.model),
+        config,
+        tensor_parallel_size=settings.tensor_parallel_size,
+        dtype=_served_dtype(settings.dtype, config),
+        max_running_requests=settings.max_running_requests,
+        max_context_length=settings.max_context_length,
+        weight_version=settings.initial_weight_version,
+        observer=observer,
+    )
+
+
+def _served_dtype(setting: str, config: ModelConfig) -> torch.dtype:
+    if setting != "auto":
+        return getattr(torch, setting)
+    name = str(config.hf_extra.get("dtype") or config.hf_extra.get("torch_dtype") or "bfloat16")
+    return getattr(torch, name.removeprefix("torch."))
 
 
 def build(context: ServiceContext) -> list[ServicerBinding]:
@@ -81,7 +119,7 @@ def join_checkpoint_engine(settings: InferenceSettings, runner: EngineRunner) ->
     address = settings.replica_address()
     identity = ReplicaIdentity(
         instance_name=settings.replica_name or f"{socket.gethostname()}/inference-{settings.grpc_port}",
-        address=address, device=settings.device, labels={"backend": "native", "model": settings.model})
+        address=address, device=settings.device, labels={"backend": settings.backend, "model": settings.model})
     options = ClientOptions.from_settings(settings)
     link = EngineLink(identity, settings.dependencies["checkpoint_engine"], options,
                       lambda: runner.engine.weight_version if runner.engine.has_weights else 0)

@@ -35,6 +35,7 @@ MEMORY_POOLS = {
     inference_pb2.MEMORY_POOL_WEIGHTS: MemoryPool.WEIGHTS,
     inference_pb2.MEMORY_POOL_KV_CACHE: MemoryPool.KV_CACHE,
 }
+BACKENDS = {"native": inference_pb2.INFERENCE_BACKEND_NATIVE, "vllm": inference_pb2.INFERENCE_BACKEND_VLLM}
 TENSOR_DTYPES = {
     "torch.float32": common_pb2.TENSOR_DTYPE_FLOAT32,
     "torch.float16": common_pb2.TENSOR_DTYPE_FLOAT16,
@@ -205,8 +206,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 weight_version=common_pb2.WeightVersion(version=engine.weight_version if engine.has_weights else 0),
                 sleep_state=SLEEP_STATES[engine.sleep_state],
                 tokenizer=info,
-                backend=inference_pb2.INFERENCE_BACKEND_NATIVE,
-                tensor_parallel_size=1,
+                backend=BACKENDS[engine.backend],
+                tensor_parallel_size=engine.tensor_parallel_size,
                 dtype=TENSOR_DTYPES.get(str(engine.dtype), common_pb2.TENSOR_DTYPE_UNSPECIFIED),
                 devices=list(self._description.devices),
                 max_running_requests=engine.config.max_running_requests,

@@ -118,7 +118,8 @@ class WeightUpdateSession:
                     if bucket.bucket.index != expected or expected >= bucket_count:
                         raise InvalidArgument(f"bucket {bucket.bucket.index} arrived, expected bucket {expected}",
                                               field="bucket.bucket.index")
-                    self._bytes += receiver.load_bucket(wire.bucket_from_proto(bucket.bucket), bucket.slot)
+                    self._bytes += receiver.load_bucket(wire.bucket_from_proto(bucket.bucket), bucket.slot,
+                                                        bucket.slot_byte_offset)
                     expected += 1
                     yield inference_pb2.UpdateWeightsResponse(
                         bucket_loaded=inference_pb2.UpdateWeightsBucketLoaded(bucket_index=bucket.bucket.index,

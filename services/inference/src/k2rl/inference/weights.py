@@ -67,9 +67,13 @@ class _Staged:
 class WeightStager:
     """Receives the tensors of one version; ``complete`` once every parameter is covered."""
 
-    def __init__(self, model: CausalLM, version: int) -> None:
+    def __init__(self, model: CausalLM, version: int, staging_device: torch.device | None = None) -> None:
+        """``staging_device`` (default: each parameter's own) holds the staged buffers; a
+        backend whose weights live in other processes (vLLM) stages on the host from a
+        meta-device model that only describes names and shapes."""
         self.version = version
         self._targets = served_tensors(model)
+        self._staging_device = staging_device
         self._tied = model.config.tie_word_embeddings
         self._staged: dict[str, _Staged] = {}
         self.bytes_loaded = 0
@@ -93,13 +97,14 @@ class WeightStager:
             )
         if not tensor.is_floating_point() and target.is_floating_point():
             raise LayoutMismatch(f"{name}: got dtype {tensor.dtype}, the model holds {target.dtype}")
-        if adopt and whole and tensor.dtype == target.dtype and tensor.device == target.device and tensor.is_contiguous():
+        device = self._staging_device or target.device
+        if adopt and whole and tensor.dtype == target.dtype and tensor.device == device and tensor.is_contiguous():
             self._staged[name] = _Staged(tensor, tensor.numel())
             self.bytes_loaded += tensor.numel() * tensor.element_size()
             return
         staged = self._staged.get(name)
         if staged is None:
-            staged = _Staged(torch.empty_like(target, memory_format=torch.contiguous_format))
+            staged = _Staged(torch.empty_like(target, memory_format=torch.contiguous_format, device=device))
             self._staged[name] = staged
         flat = staged.buffer.view(-1)
         flat[element_offset : element_offset + tensor.numel()].copy_(tensor.reshape(-1))
@@ -121,6 +126,13 @@ class WeightStager:
     @property
     def complete(self) -> bool:
         return not self.missing()
+
+    def staged_tensors(self) -> list[tuple[str, torch.Tensor]]:
+        """The complete staged version as (name, tensor), for backends that load it themselves."""
+        missing = self.missing()
+        if missing:
+            raise LayoutMismatch(f"{len(missing)} parameters not covered, e.g. {missing[:3]}")
+        return [(name, staged.buffer) for name, staged in self._staged.items()]
 
     def swap_into(self, model: CausalLM) -> None:
         """Install the staged tensors (caller guarantees no forward runs concurrently)."""
