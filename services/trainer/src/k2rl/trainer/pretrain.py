@@ -49,7 +49,7 @@ class PretrainOptions:
         )
 
 
-def _truncate_metrics(path: Path, after_step: int) -> None:
+def truncate_metrics(path: Path, after_step: int) -> None:
     if not path.exists():
         return
     kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= after_step]
@@ -70,12 +70,12 @@ def pretrain(options: PretrainOptions, on_step: Callable[[dict[str, Any]], None]
         if complete_steps(checkpoints):
             loaded = job.load(checkpoints, load_optimizer=True)
             cursor = int(loaded.cursor or 0)
-        _truncate_metrics(metrics_file, job.engine.step)
+        truncate_metrics(metrics_file, job.engine.step)
         with metrics_file.open("a") as log:
             while job.engine.step < options.steps:
                 metrics = job.train_lm(corpus.batch(cursor, options.batch_size))
                 cursor += options.batch_size
-                record = _record(metrics)
+                record = step_record(metrics)
                 if options.eval_every and metrics.step % options.eval_every == 0:
                     record["eval_loss"] = job.eval_lm(corpus.eval_batch())
                 log.write(json.dumps(record) + "\n")
@@ -88,7 +88,7 @@ def pretrain(options: PretrainOptions, on_step: Callable[[dict[str, Any]], None]
         local.close()
 
 
-def _record(m: StepMetrics) -> dict[str, Any]:
+def step_record(m: StepMetrics) -> dict[str, Any]:
     return {
         "step": m.step,
         "loss": m.lm_loss,
