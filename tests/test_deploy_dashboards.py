@@ -14,26 +14,22 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import os
 import re
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from k2rl.core.config import SERVICE_NAMES
 from k2rl.core.launcher import LocalCluster
-from k2rl.core.net import free_loopback_port
-from k2rl.core.testing import require_binary
+from k2rl.core.testing import PrometheusServer, has_finite_value, require_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAFANA = ROOT / "deploy" / "grafana"
@@ -110,75 +106,22 @@ def test_alert_rules_pass_promtool_check_and_unit_tests() -> None:
 
 # --- real Prometheus over real services ---------------------------------------------------
 
-class Prometheus:
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-
-    def get(self, path: str, **params: str) -> dict:
-        url = f"{self.base_url}{path}?{urllib.parse.urlencode(params)}"
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as error:  # 400 carries the parse error as JSON
-            return json.loads(error.read())
-
-    def query(self, expr: str) -> dict:
-        return self.get("/api/v1/query", query=expr)
-
-
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCluster, Prometheus]]:
-    prometheus_bin = require_binary("prometheus", "prometheus")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCluster, PrometheusServer]]:
     workdir = tmp_path_factory.mktemp("prom")
     cluster = LocalCluster(SERVICE_NAMES, free_ports=True, log_dir=workdir / "logs")
     targets = [f"127.0.0.1:{cluster.settings[name].prometheus_port}" for name in SERVICE_NAMES]
-    # Same scrape convention as deploy/compose/prometheus.yml: job "k2rl", honor_labels.
-    config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-              "rule_files": [str(RULES)],
-              "scrape_configs": [{"job_name": "k2rl", "honor_labels": True,
-                                  "static_configs": [{"targets": targets}]}]}
-    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_loopback_port()
     cluster.start()
-    server = subprocess.Popen(
-        [prometheus_bin, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle"],
-        stdout=(workdir / "prometheus.log").open("wb"), stderr=subprocess.STDOUT)
     try:
-        cluster.wait_until_serving(120)
-        prometheus = Prometheus(f"http://127.0.0.1:{port}")
-        _wait(lambda: _all_targets_up(prometheus, len(targets)), 60, "Prometheus never saw all six targets up",
-              workdir / "prometheus.log")
-        yield cluster, prometheus
+        with PrometheusServer(workdir, targets, rule_files=[RULES]) as prometheus:
+            cluster.wait_until_serving(120)
+            prometheus.wait_until_all_targets_up(60)
+            yield cluster, prometheus
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
         cluster.stop()
 
 
-def _all_targets_up(prometheus: Prometheus, expected: int) -> bool:
-    try:
-        result = prometheus.query('sum(up{job="k2rl"})')
-    except (urllib.error.URLError, OSError):
-        return False
-    values = result.get("data", {}).get("result", [])
-    return bool(values) and float(values[0]["value"][1]) == expected
-
-
-def _wait(condition, timeout_s: float, message: str, log: Path) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-            raise AssertionError(f"{message}\n{tail}")
-        time.sleep(0.5)
-
-
-def _run_e2e_job(cluster: LocalCluster, prometheus: Prometheus) -> dict:
+def _run_e2e_job(cluster: LocalCluster, prometheus: PrometheusServer) -> dict:
     """deploy/compose/e2e.py (the compose `test` profile's job) against the local processes:
     health, controller GetSystemStatus, a code reward judge -> sandbox, one generation,
     Prometheus targets. It is also the traffic the dashboards are evaluated over."""
@@ -189,15 +132,8 @@ def _run_e2e_job(cluster: LocalCluster, prometheus: Prometheus) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _has_data(result: dict) -> bool:
-    for series in result.get("data", {}).get("result", []):
-        if math.isfinite(float(series["value"][1])):
-            return True
-    return False
-
-
 @pytest.mark.slow
-def test_every_panel_parses_and_core_panels_return_data(stack: tuple[LocalCluster, Prometheus]) -> None:
+def test_every_panel_parses_and_core_panels_return_data(stack: tuple[LocalCluster, PrometheusServer]) -> None:
     cluster, prometheus = stack
     # Twice, scrapes apart: a labelled series is born at its first observation, and rate()
     # sees an increase only between two scrapes that both hold the series.
@@ -214,7 +150,7 @@ def test_every_panel_parses_and_core_panels_return_data(stack: tuple[LocalCluste
         for expr, result in zip(_exprs(panel), results, strict=True):
             if result.get("status") != "success":
                 parse_errors.append(f"{uid} / {panel.title}: {result.get('error')} in {expr}")
-        if any(_has_data(r) for r in results):
+        if any(has_finite_value(r) for r in results):
             with_data.append((uid, panel.title))
         elif panel.core:
             core_empty.append(f"{uid} / {panel.title}: {_exprs(panel)}")
@@ -231,7 +167,7 @@ def test_every_panel_parses_and_core_panels_return_data(stack: tuple[LocalCluste
 
 @pytest.mark.slow
 def test_prometheus_loads_the_alert_rules_and_none_fires_on_a_healthy_stack(
-        stack: tuple[LocalCluster, Prometheus]) -> None:
+        stack: tuple[LocalCluster, PrometheusServer]) -> None:
     _, prometheus = stack
     groups = prometheus.get("/api/v1/rules")["data"]["groups"]
     loaded = {rule["name"] for group in groups for rule in group["rules"]}
@@ -241,3 +177,26 @@ def test_prometheus_loads_the_alert_rules_and_none_fires_on_a_healthy_stack(
             assert rule["health"] == "ok", rule
     firing = [a for a in prometheus.get("/api/v1/alerts")["data"]["alerts"] if a["state"] == "firing"]
     assert not firing, firing
+
+
+def _exported_series(metrics_text: str) -> set[str]:
+    """Every series name a /metrics page can carry, from its families (``# TYPE`` lines
+    included, so a labelled family that has seen no observation yet still counts)."""
+    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
+                "summary": ("_sum", "_count", "_created"), "gauge": ("",), "info": ("_info",)}
+    names = set()
+    for family in text_string_to_metric_families(metrics_text):
+        names |= {family.name + suffix for suffix in suffixes.get(family.type, ("",))}
+        names |= {sample.name for sample in family.samples}
+    return names
+
+
+@pytest.mark.slow
+def test_every_series_a_panel_or_alert_names_is_on_a_running_services_metrics_page(
+        stack: tuple[LocalCluster, PrometheusServer]) -> None:
+    cluster, _ = stack
+    exported = set().union(*(_exported_series(cluster.scrape_metrics(name)) for name in SERVICE_NAMES))
+    named = {name for _, panel in PANELS for expr in _exprs(panel) for name in _metric_names(expr)}
+    named |= _metric_names(RULES.read_text())
+    named |= {name for _, panel in PANELS for expr in _exprs(panel) for name in re.findall(r"\bprocess_[a-z_]+", expr)}
+    assert not named - exported, f"named in a panel or alert but exported by no service: {sorted(named - exported)}"

@@ -125,6 +125,20 @@ def test_renderer_matches_helm_semantics(renderer: Path, tmp_path: Path) -> None
     assert "sprig: 1,2,3 A-B" in out
     assert "ns: rl fx/templates/cm.yaml true" in out
 
+    # Helm parses deeper paths first and reverse-lexically within a depth, so of duplicate
+    # defines the shallowest, lexically first file's wins; tpl text can define and include.
+    for rel, body in (("_b.tpl", "b"), ("_a.tpl", "a"), ("deep/_c.tpl", "c")):
+        (chart / "templates" / rel).parent.mkdir(exist_ok=True)
+        (chart / "templates" / rel).write_text(f'{{{{- define "fx.dup" -}}}}{body}{{{{- end -}}}}\n')
+    (chart / "templates" / "dup.yaml").write_text(
+        "dup: {{ include \"fx.dup\" . }}\n"
+        "own: {{ tpl \"{{ define \\\"fx.own\\\" }}in-{{ .Release.Name }}{{ end }}{{ include \\\"fx.own\\\" . }}\" . }}\n")
+    result = render(renderer, chart, tmp=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "dup: a" in result.stdout and "own: in-k2rl" in result.stdout
+    for rel in ("_a.tpl", "_b.tpl", "deep/_c.tpl", "dup.yaml"):
+        (chart / "templates" / rel).unlink()
+
     (chart / "templates" / "req.yaml").write_text('x: {{ required "set x please" .Values.x }}\n')
     failed = render(renderer, chart, tmp=tmp_path)
     assert failed.returncode == 1 and "set x please" in failed.stderr

@@ -4,15 +4,21 @@
     python deploy/grafana/generate.py --check  # exit 1 if a checked-in file differs
 
 Every query uses only series the services export today (see the ``k2rl_*`` metric names in
-libs/k2rl-core/src/k2rl/core/metrics.py and services/*/src). Panels the issue asks for over
-series that do not exist yet (controller iteration phases, rewards, partial-rollout backlog;
-trainer loss parts, grad norm, LR, max logits, QK-Clip, tokens/s, MFU; inference sleep state)
-are deliberately absent rather than drawn over invented names.
+libs/k2rl-core/src/k2rl/core/metrics.py and services/*/src); tests/test_deploy_dashboards.py
+checks each name against the /metrics of the six running services. A panel the issue asks
+for over a series that does not exist yet (inference sleep state) is deliberately absent
+rather than drawn over an invented name.
 
 ``core=True`` marks panels that must return data in tests/test_deploy_dashboards.py, which
 evaluates every query against a real Prometheus scraping the six services after a short
 round of traffic; the other panels need traffic that test does not generate (engine-worker
 weight updates, hack findings, pairwise comparisons) and only have to parse.
+``rl=True`` marks panels over what an RL iteration records (controller iteration figures,
+trainer steps): tests/test_trace_rl_iteration.py evaluates them against a real Prometheus
+scraping the services through one RL iteration, and every one of them must return data.
+
+Iterations are minutes apart, far more than Grafana's rate interval, so the RL panels show
+the last iteration's gauges and means since start (``_sum / _count``) instead of rates.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ class Panel:
     description: str = ""
     kind: str = "timeseries"  # or "stat"
     core: bool = False
+    rl: bool = False
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,13 @@ def q(expr: str, legend: str = "") -> Query:
 def quantile(metric: str, phi: float, by: str, where: str = "") -> str:
     selector = f"{{{where}}}" if where else ""
     return f"histogram_quantile({phi}, sum by (le, {by}) (rate({metric}_bucket{selector}[{RATE}])))"
+
+
+def mean_since_start(metric: str, by: str = "") -> str:
+    """Mean observation of a histogram since the process started (``by``: labels kept)."""
+    if not by:
+        return f"{metric}_sum / {metric}_count"
+    return f"sum by ({by}) ({metric}_sum) / sum by ({by}) ({metric}_count)"
 
 
 def rpc_panels(service: str) -> tuple[Panel, ...]:
@@ -94,6 +108,31 @@ OVERVIEW = Dashboard("k2rl-overview", "k2rl / RL overview",
                      "Health of every service, RPC traffic, weight versions and updates, environment pressure.", (
     Panel("Services serving", (q("k2rl_service_serving", "{{service}}"),),
           description="1 while grpc health reports SERVING.", kind="stat", core=True),
+    Panel("RL iterations completed", (q("k2rl_controller_iteration", "iteration"),),
+          description="Completed iterations of the run that recorded the last one.", kind="stat", rl=True),
+    Panel("Iteration seconds by phase (mean since start)", (
+        q(mean_since_start("k2rl_controller_phase_seconds", "phase"), "{{phase}}"),), "s",
+          "Colocated iteration (K2 section 3.3.1): wake, rollout, scoring (overlaps rollout), sleep, onload, "
+          "train, offload, weight update.", rl=True),
+    Panel("Iteration seconds (mean since start)", (
+        q(mean_since_start("k2rl_controller_iteration_seconds"), "iteration"),), "s", rl=True),
+    Panel("Reward mean and std per environment (last iteration)", (
+        q("k2rl_controller_reward_mean", "mean {{environment}}"),
+        q("k2rl_controller_reward_std", "std {{environment}}"),), rl=True),
+    Panel("Accuracy per environment (last iteration)", (q("k2rl_controller_pass_rate", "{{environment}}"),),
+          "percentunit", "Fraction of the iteration's trajectories the verifier passed.", rl=True),
+    Panel("Rollout tokens/s and mean response tokens", (
+        q("k2rl_controller_rollout_tokens_per_second", "tokens/s (all replicas)"),
+        q("k2rl_controller_mean_response_tokens", "response tokens {{environment}}"),), rl=True),
+    Panel("Partial-rollout backlog", (q("k2rl_controller_partial_rollouts_buffered", "paused samples"),),
+          description="Paused samples waiting to be resumed (K2 section 3.3.4 partial rollout).", rl=True),
+    Panel("Weight version lag and stale tokens", (
+        q("k2rl_controller_weight_version_lag", "versions rollout -> new weights"),
+        q("k2rl_controller_stale_token_fraction", "stale token fraction"),),
+          description="Versions between the weights the last rollout sampled from and the weights its "
+                      "iteration produced; fraction of trained tokens sampled from an older version.", rl=True),
+    Panel("Trajectories by outcome (total)", (
+        q("sum by (outcome) (k2rl_controller_trajectories_total)", "{{outcome}}"),), rl=True),
     Panel("RPCs/s by service", (
         q(f"sum by (service) (rate(k2rl_grpc_server_handled_total[{RATE}]))", "{{service}}"),), "reqps", core=True),
     Panel("RPC error ratio by service", (
@@ -125,8 +164,35 @@ OVERVIEW = Dashboard("k2rl-overview", "k2rl / RL overview",
 ))
 
 TRAINER = Dashboard("k2rl-trainer", "k2rl / trainer",
-                    "Trainer RPCs (TrainStep, Onload/Offload, PublishWeights, checkpoints) and process resources.",
-                    rpc_panels("trainer"))
+                    "Optimizer steps (loss parts, grad norm, LR, QK-Clip, throughput), offload/onload, weight "
+                    "publishing, RPCs and process resources.", (
+    Panel("Optimizer step", (q("k2rl_trainer_step", "step"),), kind="stat", rl=True),
+    Panel("Loss by part (last step)", (q("k2rl_trainer_loss", "{{part}}"),),
+          description="total; lm (pretrain / SFT), policy (K1.5 RL) and ptx parts.", rl=True),
+    Panel("Gradient norm", (q("k2rl_trainer_grad_norm", "grad norm"),), rl=True),
+    Panel("Learning rate", (q("k2rl_trainer_learning_rate", "lr"),), rl=True),
+    Panel("Max attention logit per layer (QK-Clip S_max)", (
+        q("k2rl_trainer_qk_clip_layer_max_logit", "layer {{layer}}"),
+        q("k2rl_trainer_qk_clip_max_logit", "max"),),
+          description="QK-Clip rescales a head's W_q / W_k when its S_max exceeds tau.", rl=True),
+    Panel("Heads clipped by QK-Clip", (
+        q("k2rl_trainer_qk_clip_clipped_heads", "last step"),
+        q("k2rl_trainer_qk_clip_head_rescales_total", "total"),), rl=True),
+    Panel("Trained tokens/s and MFU", (
+        q("k2rl_trainer_tokens_per_second", "tokens/s"), q("k2rl_trainer_mfu", "MFU"),),
+          description="MFU is 0 where the device's peak FLOP/s is unknown (CPU).", rl=True),
+    Panel("Step seconds by loss kind (mean since start)", (
+        q(mean_since_start("k2rl_trainer_step_seconds", "loss_kind"), "{{loss_kind}}"),), "s", rl=True),
+    Panel("Offload / onload seconds (mean since start)", (
+        q(mean_since_start("k2rl_trainer_memory_move_seconds", "direction"), "{{direction}}"),), "s",
+          "Colocated mode: the trainer's state leaves the GPU during rollout and returns for training.",
+          rl=True),
+    Panel("Bytes offloaded / onloaded (total)", (
+        q("k2rl_trainer_memory_moved_bytes_total", "{{direction}}"),), "bytes", rl=True),
+    Panel("PublishWeights seconds (mean since start)", (
+        q(mean_since_start("k2rl_trainer_publish_seconds"), "publish"),), "s", rl=True),
+    *rpc_panels("trainer"),
+))
 
 INFERENCE = Dashboard("k2rl-inference", "k2rl / inference", "Rollout engine: load, throughput, latency, caches.", (
     Panel("Running and waiting requests", (

@@ -6,16 +6,22 @@
 //     as Helm), include (with Helm's recursion limit), tpl, required, fail and lookup (which,
 //     as in `helm template`, returns an empty map);
 //   - every file under templates/ parsed into one template set named <chart>/templates/...,
-//     partials (_*) not rendered, "missingkey=zero", "<no value>" removed from the output;
-//   - values: values.yaml coalesced with each -f file in order (maps merge deeply, null
-//     deletes a key), read with sigs.k8s.io/yaml as Helm does (so numbers are float64);
+//     in Helm's parse order (deeper paths first, reverse lexical within a depth, so when two
+//     files define the same name the lexically first file's definition wins), partials (_*)
+//     not rendered, "missingkey=zero", "<no value>" removed from the output; tpl parses its
+//     text into a copy of the set with include / tpl bound to that copy, so a tpl string can
+//     define and include its own templates;
+//   - values: the -f files merged in order (later wins, maps merge deeply, null kept), then
+//     coalesced with values.yaml (defaults fill the gaps, a null deletes the default), read
+//     with sigs.k8s.io/yaml as Helm does (so numbers are float64);
 //   - .Release (Name, Namespace, Service "Helm", IsInstall, IsUpgrade, Revision), .Chart
 //     (from Chart.yaml, Helm's field names), .Capabilities (KubeVersion, APIVersions.Has),
 //     .Template (Name, BasePath), .Files (Get, GetBytes, Glob, AsConfig, AsSecrets, Lines).
 //
 // Not implemented (the chart must not use them; a template that does fails to parse): toToml,
 // subcharts/dependencies, library charts, schema validation (values.schema.json),
-// hooks ordering, NOTES.txt rendering.
+// hooks ordering, NOTES.txt rendering. Manifests are printed in file order, not sorted by
+// kind as `helm template` prints them.
 //
 // Build offline in GOPATH mode with Debian's packages (golang-go,
 // golang-github-masterminds-sprig-dev, golang-k8s-sigs-yaml-dev):
@@ -206,6 +212,7 @@ func initFunMap(t *template.Template) {
 			return "", err
 		}
 		clone.Option("missingkey=zero")
+		initFunMap(clone) // include / tpl inside the text see the text's own defines too
 		templateName := "tpl"
 		if tmpl, ok := vals["Template"].(map[string]interface{}); ok {
 			if name, ok := tmpl["Name"].(string); ok {
@@ -250,22 +257,52 @@ func readValues(file string) (map[string]interface{}, error) {
 	return vals, nil
 }
 
-// mergeValues overlays src onto dst as Helm does for -f files: maps merge, null deletes.
-func mergeValues(dst, src map[string]interface{}) map[string]interface{} {
+// mergeUserValues overlays a later -f file onto the earlier ones (helm's pkg/cli/values
+// mergeMaps): maps merge deeply, anything else (null included) replaces.
+func mergeUserValues(dst, src map[string]interface{}) map[string]interface{} {
 	for k, v := range src {
-		if v == nil {
-			delete(dst, k)
-			continue
-		}
 		if srcMap, ok := v.(map[string]interface{}); ok {
 			if dstMap, ok := dst[k].(map[string]interface{}); ok {
-				dst[k] = mergeValues(dstMap, srcMap)
+				dst[k] = mergeUserValues(dstMap, srcMap)
 				continue
 			}
 		}
 		dst[k] = v
 	}
 	return dst
+}
+
+// coalesceDefaults fills the user's values from the chart's defaults (chartutil.CoalesceValues):
+// a key the user set to null is deleted, tables coalesce recursively, the user's value wins.
+func coalesceDefaults(user, defaults map[string]interface{}) map[string]interface{} {
+	for k, def := range defaults {
+		value, set := user[k]
+		switch {
+		case set && value == nil:
+			delete(user, k)
+		case !set:
+			user[k] = def
+		default:
+			userMap, userIsMap := value.(map[string]interface{})
+			defMap, defIsMap := def.(map[string]interface{})
+			if userIsMap && defIsMap {
+				user[k] = coalesceDefaults(userMap, defMap)
+			}
+		}
+	}
+	return user
+}
+
+// sortTemplates orders template names as Helm's engine parses them: deeper paths first,
+// reverse lexical order within one depth.
+func sortTemplates(names []string) {
+	sort.Slice(names, func(i, j int) bool {
+		di, dj := strings.Count(names[i], "/"), strings.Count(names[j], "/")
+		if di != dj {
+			return di > dj
+		}
+		return names[i] > names[j]
+	})
 }
 
 // chartMetadata maps Chart.yaml keys to the field names of helm's chart.Metadata.
@@ -333,17 +370,19 @@ func run(dir string, valueFiles []string, releaseName, namespace, kubeVersion, a
 	if err != nil {
 		return err
 	}
-	vals, err := readValues(filepath.Join(dir, "values.yaml"))
+	defaults, err := readValues(filepath.Join(dir, "values.yaml"))
 	if err != nil {
 		return err
 	}
+	user := map[string]interface{}{}
 	for _, file := range valueFiles {
 		overlay, err := readValues(file)
 		if err != nil {
 			return err
 		}
-		vals = mergeValues(vals, overlay)
+		user = mergeUserValues(user, overlay)
 	}
+	vals := coalesceDefaults(user, defaults)
 	files, templates, err := loadFiles(dir)
 	if err != nil {
 		return err
@@ -376,13 +415,14 @@ func run(dir string, valueFiles []string, releaseName, namespace, kubeVersion, a
 	for rel := range templates {
 		names = append(names, rel)
 	}
-	sort.Strings(names)
+	sortTemplates(names)
 	for _, rel := range names {
 		name := chartName + "/" + rel
 		if _, err := t.New(name).Parse(templates[rel]); err != nil {
 			return fmt.Errorf("parse error in %s: %w", name, err)
 		}
 	}
+	sort.Strings(names) // manifests in file order
 	var out bytes.Buffer
 	for _, rel := range names {
 		if strings.HasPrefix(path.Base(rel), "_") || !(strings.HasSuffix(rel, ".yaml") || strings.HasSuffix(rel, ".yml") || strings.HasSuffix(rel, ".tpl")) {

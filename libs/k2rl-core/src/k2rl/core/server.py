@@ -30,7 +30,7 @@ from k2rl.core.config import ServiceSettings, load_settings
 from k2rl.core.interceptors import AuthInterceptor, ObservabilityInterceptor
 from k2rl.core.logs import configure_logging
 from k2rl.core.metrics import MetricsEndpoint, ServiceMetrics
-from k2rl.core.tracing import build_tracer_provider
+from k2rl.core.tracing import build_tracer_provider, carry_context_into_executors
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,7 @@ class ServiceRuntime:
         self.settings = settings
         self.metrics = ServiceMetrics(spec.name)
         self.tracer_provider = build_tracer_provider(spec.name, settings.otlp_endpoint, settings.trace_file)
+        carry_context_into_executors()
         self.context = ServiceContext(settings, self.metrics, self.tracer_provider)
         self.health = health.HealthServicer()
         self.server: grpc.Server | None = None
@@ -135,6 +136,10 @@ class ServiceRuntime:
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
                 ("grpc.so_reuseport", 0),
+                # Clients ping every 30 s during a call (client.py); gRPC's server default only
+                # tolerates one ping per 5 min without data and then sends GOAWAY "too_many_pings",
+                # which breaks a long, quiet stream such as WaitForVersion during a slow update.
+                ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
             ],
         )
         for binding in bindings:

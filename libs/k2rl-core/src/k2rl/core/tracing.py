@@ -3,14 +3,17 @@
 Export is off unless ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``K2RL_OTLP_ENDPOINT``) is set;
 ``trace_file`` appends finished spans as JSON lines, which is how tests see one trace
 crossing several processes. Context crosses process boundaries as W3C ``traceparent``
-in gRPC metadata (see interceptors.py).
+in gRPC metadata (see interceptors.py), and thread-pool boundaries inside a process
+through ``carry_context_into_executors`` (installed by every service runtime).
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from opentelemetry.propagators.textmap import TextMapPropagator
@@ -25,6 +28,26 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 PROPAGATOR: TextMapPropagator = TraceContextTextMapPropagator()
+
+_plain_submit = ThreadPoolExecutor.submit
+
+
+def _submit_in_callers_context(
+    executor: ThreadPoolExecutor, fn: Callable[..., object], /, *args: object, **kwargs: object
+) -> Future:
+    return _plain_submit(executor, contextvars.copy_context().run, fn, *args, **kwargs)
+
+
+def carry_context_into_executors() -> None:
+    """Run work submitted to any ``ThreadPoolExecutor`` in the submitter's context (idempotent).
+
+    Services fan work out to pools (rollout samples, judge items, sandbox executions); a
+    pool thread starts with an empty context, so the RPCs it makes would begin new traces.
+    With this, an RPC made from pool work is a child of the span that submitted the work,
+    as ``asyncio.to_thread`` does for coroutines. Long-lived ``threading.Thread`` loops are
+    left alone: they do not belong to the request that happened to start them.
+    """
+    ThreadPoolExecutor.submit = _submit_in_callers_context  # type: ignore[method-assign]
 
 
 class JsonLinesSpanExporter(SpanExporter):

@@ -1,4 +1,4 @@
-"""What one optimizer step reports, and the throughput / MFU arithmetic behind it."""
+"""What one optimizer step reports, the throughput / MFU arithmetic behind it, and its Prometheus form."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from k2rl.core.metrics import ServiceMetrics
 from k2rl.models import DeepseekV3Config, ModelConfig, parameter_counts
 from k2rl.optim import QKClipStats
 
@@ -81,3 +82,82 @@ def peak_flops(device: torch.device, configured: float) -> float:
             if key in name:
                 return value
     return 0.0
+
+
+class TrainerObserver:
+    """Receives what the trainer service did; the base class ignores it (tests, CLI jobs)."""
+
+    def step_finished(self, metrics: StepMetrics) -> None:
+        """One optimizer step, aggregated over ranks."""
+
+    def memory_moved(self, direction: str, seconds: float, bytes_moved: int) -> None:
+        """An ``offload`` or ``onload`` of parameters / optimizer state / gradients finished."""
+
+    def weights_published(self, seconds: float) -> None:
+        """PublishWeights handed a version to the checkpoint engine."""
+
+
+# A CPU nano step takes milliseconds; a K2-sized step on a cluster takes minutes.
+STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+class PrometheusTrainerObserver(TrainerObserver):
+    """The trainer's domain series on its /metrics (per-service registry)."""
+
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        self.step = metrics.gauge("k2rl_trainer_step", "Optimizer steps applied so far.")
+        self.steps = metrics.counter("k2rl_trainer_steps", "Optimizer steps by loss kind.", ("loss_kind",))
+        self.loss = metrics.gauge("k2rl_trainer_loss", "Loss of the last step, by part (total, lm, policy, ptx).",
+                                  ("part",))
+        self.learning_rate = metrics.gauge("k2rl_trainer_learning_rate", "Learning rate of the last step.")
+        self.grad_norm = metrics.gauge("k2rl_trainer_grad_norm", "Global gradient norm of the last step.")
+        self.tokens_per_s = metrics.gauge("k2rl_trainer_tokens_per_second", "Trained tokens/s of the last step.")
+        self.trained_tokens = metrics.counter("k2rl_trainer_trained_tokens", "Tokens with a loss, over all steps.")
+        self.mfu = metrics.gauge("k2rl_trainer_mfu", "Model FLOPs utilisation of the last step (0 = unknown peak).")
+        self.step_seconds = metrics.histogram("k2rl_trainer_step_seconds", "Wall time of one optimizer step.",
+                                              ("loss_kind",), buckets=STEP_BUCKETS)
+        self.max_logit = metrics.gauge("k2rl_trainer_qk_clip_max_logit",
+                                       "Largest pre-softmax attention logit of the last step (QK-Clip S_max).")
+        self.layer_max_logit = metrics.gauge("k2rl_trainer_qk_clip_layer_max_logit",
+                                             "Largest attention logit of the last step, per layer.", ("layer",))
+        self.clipped_heads = metrics.gauge("k2rl_trainer_qk_clip_clipped_heads",
+                                           "Heads QK-Clip rescaled in the last step (S_max > tau).")
+        self.head_rescales = metrics.counter("k2rl_trainer_qk_clip_head_rescales",
+                                             "Head rescalings by QK-Clip over all steps.")
+        self.move_seconds = metrics.histogram("k2rl_trainer_memory_move_seconds",
+                                              "Offload (device -> host) / onload (host -> device) time.",
+                                              ("direction",), buckets=STEP_BUCKETS)
+        self.moved_bytes = metrics.counter("k2rl_trainer_memory_moved_bytes", "Bytes offloaded / onloaded.",
+                                           ("direction",))
+        self.publish_seconds = metrics.histogram("k2rl_trainer_publish_seconds",
+                                                 "PublishWeights: staging + handing the version to the engine.",
+                                                 buckets=STEP_BUCKETS)
+
+    def step_finished(self, metrics: StepMetrics) -> None:
+        self.step.set(metrics.step)
+        self.steps.labels(metrics.loss_kind).inc()
+        self.loss.labels("total").set(metrics.total_loss)
+        for part, value in (("lm", metrics.lm_loss), ("policy", metrics.policy_loss), ("ptx", metrics.ptx_loss)):
+            self.loss.labels(part).set(value)
+        self.learning_rate.set(metrics.learning_rate)
+        self.grad_norm.set(metrics.grad_norm)
+        self.tokens_per_s.set(metrics.tokens_per_second)
+        self.trained_tokens.inc(metrics.trained_tokens)
+        self.mfu.set(metrics.mfu)
+        self.step_seconds.labels(metrics.loss_kind).observe(metrics.step_time_s)
+        clip = metrics.qk_clip
+        if clip is not None:
+            self.clipped_heads.set(clip.num_clipped)
+            self.head_rescales.inc(clip.num_clipped)
+            if clip.max_logit is not None:
+                self.max_logit.set(clip.max_logit)
+            for layer, value in zip(clip.layers, clip.per_layer_max_logit, strict=True):
+                if value is not None:
+                    self.layer_max_logit.labels(str(layer)).set(value)
+
+    def memory_moved(self, direction: str, seconds: float, bytes_moved: int) -> None:
+        self.move_seconds.labels(direction).observe(seconds)
+        self.moved_bytes.labels(direction).inc(bytes_moved)
+
+    def weights_published(self, seconds: float) -> None:
+        self.publish_seconds.observe(seconds)

@@ -14,6 +14,7 @@ from k2rl.core.config import ServiceSettings
 from k2rl.core.server import ServiceContext, ServicerBinding, ServiceSpec, serve
 from k2rl.trainer.config import TrainerSettings
 from k2rl.trainer.launch import JobSpec, run_follower, start_job
+from k2rl.trainer.metrics import PrometheusTrainerObserver
 from k2rl.trainer.publish import WeightPublisher
 from k2rl.trainer.servicer import TrainerServicer
 from k2rl.trainer.v1 import trainer_pb2, trainer_pb2_grpc
@@ -37,7 +38,8 @@ def build(context: ServiceContext) -> list[ServicerBinding]:
                                     rpc_timeout_s=settings.client_timeout_s,
                                     gather_timeout_s=settings.publish_gather_timeout_s)
         context.on_shutdown.append(publisher.close)  # runs before the job closes (hooks run in reverse)
-    servicer = TrainerServicer(local_job.job, settings.checkpoint_dir, publisher, settings.publish_bucket_bytes)
+    servicer = TrainerServicer(local_job.job, settings.checkpoint_dir, publisher, settings.publish_bucket_bytes,
+                               PrometheusTrainerObserver(context.metrics))
     return [ServicerBinding.generated(trainer_pb2, trainer_pb2_grpc, "TrainerService", servicer)]
 
 

@@ -19,7 +19,7 @@ from k2rl.core.errors import FailedPrecondition, InvalidArgument
 from k2rl.trainer.data import LMSequence, RLSample
 from k2rl.trainer.engine import RLParams
 from k2rl.trainer.job import Activity, JobState, RankReport, TrainerJob
-from k2rl.trainer.metrics import StepMetrics
+from k2rl.trainer.metrics import StepMetrics, TrainerObserver
 from k2rl.trainer.offload import Component, Placement
 from k2rl.trainer.publish import WeightPublisher, checksum_algorithm
 from k2rl.trainer.v1 import trainer_pb2, trainer_pb2_grpc
@@ -54,8 +54,9 @@ _LOSS_KIND_PB = {
 
 class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
     def __init__(self, job: TrainerJob, default_checkpoint_dir: Path, publisher: WeightPublisher | None = None,
-                 publish_bucket_bytes: int = 64 * 2**20) -> None:
+                 publish_bucket_bytes: int = 64 * 2**20, observer: TrainerObserver | None = None) -> None:
         self.job = job
+        self.observer = observer or TrainerObserver()
         self.default_checkpoint_dir = default_checkpoint_dir
         self.publisher = publisher
         self.publish_bucket_bytes = publish_bucket_bytes
@@ -91,15 +92,18 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
                                         expected_step=expected)
         else:
             raise InvalidArgument("loss_kind must be PRETRAIN, SFT or RL_K15", field="config.loss_kind")
+        self.observer.step_finished(metrics)
         return trainer_pb2.TrainStepResponse(metrics=_metrics_pb(metrics, config.iteration))
 
     def Offload(self, request: trainer_pb2.OffloadRequest, context: grpc.ServicerContext) -> trainer_pb2.OffloadResponse:
         result = self.job.offload(_components(request.components))
+        self.observer.memory_moved("offload", result.duration_s, result.bytes_moved)
         return trainer_pb2.OffloadResponse(bytes_moved=result.bytes_moved, duration_ms=result.duration_s * 1e3,
                                            ranks=[_rank_pb(r) for r in result.ranks])
 
     def Onload(self, request: trainer_pb2.OnloadRequest, context: grpc.ServicerContext) -> trainer_pb2.OnloadResponse:
         result = self.job.onload(_components(request.components))
+        self.observer.memory_moved("onload", result.duration_s, result.bytes_moved)
         return trainer_pb2.OnloadResponse(bytes_moved=result.bytes_moved, duration_ms=result.duration_s * 1e3,
                                           ranks=[_rank_pb(r) for r in result.ranks])
 
@@ -117,6 +121,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             self.publisher.begin(self.job.rank_identities())
             step, staged = self.job.stage_weights(bucket_bytes, algorithm)
             result = self.publisher.publish(staged, step, started)
+        self.observer.weights_published(result.duration_s)
         return trainer_pb2.PublishWeightsResponse(version=result.version, bucket_count=result.bucket_count,
                                                   duration_ms=result.duration_s * 1e3)
 
