@@ -7,7 +7,10 @@ QK^T). Timings are medians over interleaved repetitions of the same batch:
 * ``ratio_forward``: forward with tracking / forward without (the headline figure);
 * ``ratio_train_step``: forward + backward, same comparison;
 * ``ratio_forward_eager_untracked``: the eager path with the max reduction stubbed out /
-  without tracking, which splits the overhead into "eager instead of SDPA" and "the max".
+  without tracking, which splits the overhead into "eager instead of SDPA" and "the max";
+* on CUDA only, ``ratio_forward_flex`` / ``ratio_train_step_flex``: tracking through the
+  compiled flex_attention kernel (the ``auto`` choice on CUDA), which returns row maxima
+  without materialising the logits, / without tracking. "tracked" above stays eager.
 
     python bench/max_logit_overhead.py
     python bench/max_logit_overhead.py --batch 8 --seq 1024 --device cuda
@@ -62,6 +65,7 @@ def main() -> None:
 
     def configure(mode: str) -> None:
         model.set_track_max_logits(mode != "untracked")
+        model.set_attention_backend({"untracked": "auto", "flex": "flex"}.get(mode, "eager"))
         model.reset_max_logits()
         attention.masked_head_max = stub if mode == "eager_no_max" else real_head_max
 
@@ -70,7 +74,9 @@ def main() -> None:
     def stub(logits: torch.Tensor, mask: attention.AttentionMask) -> torch.Tensor:
         return torch.zeros(logits.shape[1], device=logits.device)
 
-    modes = ("untracked", "tracked", "eager_no_max")
+    modes: tuple[str, ...] = ("untracked", "tracked", "eager_no_max")
+    if args.device == "cuda":
+        modes += ("flex",)
     samples: dict[tuple[str, str], list[float]] = {
         (m, k): [] for m in modes for k in ("forward", "train")
     }
@@ -86,6 +92,16 @@ def main() -> None:
     configure("untracked")
 
     med = {key: statistics.median(values) for key, values in samples.items()}
+
+    def ratio(mode: str, kind: str) -> float:
+        return round(med[(mode, kind)] / med[("untracked", kind)], 4)
+
+    flex = {}
+    if "flex" in modes:
+        flex = {
+            "ratio_forward_flex": ratio("flex", "forward"),
+            "ratio_train_step_flex": ratio("flex", "train"),
+        }
     print(
         json.dumps(
             {
@@ -97,15 +113,10 @@ def main() -> None:
                 "seq": args.seq,
                 "forward_untracked_s": round(med[("untracked", "forward")], 5),
                 "forward_tracked_s": round(med[("tracked", "forward")], 5),
-                "ratio_forward": round(
-                    med[("tracked", "forward")] / med[("untracked", "forward")], 4
-                ),
-                "ratio_train_step": round(
-                    med[("tracked", "train")] / med[("untracked", "train")], 4
-                ),
-                "ratio_forward_eager_untracked": round(
-                    med[("eager_no_max", "forward")] / med[("untracked", "forward")], 4
-                ),
+                "ratio_forward": ratio("tracked", "forward"),
+                "ratio_train_step": ratio("tracked", "train"),
+                "ratio_forward_eager_untracked": ratio("eager_no_max", "forward"),
+                **flex,
             }
         )
     )

@@ -1,14 +1,17 @@
 """Scaled dot-product attention with the per-head max logit of K2 §2.1, in one pass.
 
 QK-Clip needs S_max^h = max over the batch of the pre-softmax logits of head h
-(softmax_scale * q_i . k_j, masked pairs excluded). Fused kernels (SDPA / flash) never
-expose those logits, so while tracking we compute attention from the materialised logits
-and take their max on the way to the softmax: the extra cost is one reduction over a
-tensor the softmax reads anyway, not a second QK^T. Without tracking we use SDPA.
+(softmax_scale * q_i . k_j, masked pairs excluded, padding query rows left out). Backends
+(``ATTENTION_BACKENDS``, chosen per attention module, ``CausalLM.set_attention_backend``):
 
-On CUDA at long context a fused kernel would be preferable (torch's flex_attention can
-return per-row max scores on CUDA, not on CPU); this eager path materialises
-[B, H, Sq, Sk] logits, which is what the CPU-scale models here need.
+* ``eager``: attention from the materialised [B, H, Sq, Sk] logits, whose max is taken on
+  the way to the softmax (one reduction over a tensor the softmax reads anyway);
+* ``sdpa``: torch's fused SDPA; it never exposes the logits, so it cannot track the max;
+* ``flex``: torch's flex_attention with a block-sparse mask (``flex.py``); compiled on
+  CUDA it returns each query row's max score from the fused kernel, so nothing
+  [Sq, Sk]-sized is materialised. torch refuses those row maxima on CPU, where flex only
+  serves untracked forwards (without backward);
+* ``auto`` (default): SDPA when not tracking; when tracking, flex on CUDA, eager elsewhere.
 """
 
 from __future__ import annotations
@@ -17,6 +20,30 @@ import torch
 import torch.nn.functional as F
 
 from k2rl.models.context import AttentionMask
+from k2rl.models.flex import flex_dot_product_attention
+
+ATTENTION_BACKENDS = ("auto", "eager", "sdpa", "flex")
+
+
+def check_attention_backend(backend: str) -> str:
+    if backend not in ATTENTION_BACKENDS:
+        raise ValueError(f"attention backend {backend!r} is not one of {ATTENTION_BACKENDS}")
+    return backend
+
+
+def resolve_attention_backend(backend: str, device: torch.device, *, track_max: bool) -> str:
+    """The concrete backend (eager / sdpa / flex) that ``backend`` means for this forward."""
+    check_attention_backend(backend)
+    if backend == "auto":
+        if not track_max:
+            return "sdpa"
+        return "flex" if device.type == "cuda" else "eager"
+    if backend == "sdpa" and track_max:
+        raise ValueError(
+            "the sdpa attention backend cannot report per-head max logits; "
+            "use 'auto', 'eager' or 'flex' while tracking them"
+        )
+    return backend
 
 
 def masked_head_max(logits: torch.Tensor, mask: AttentionMask) -> torch.Tensor:
@@ -24,10 +51,7 @@ def masked_head_max(logits: torch.Tensor, mask: AttentionMask) -> torch.Tensor:
 
     Query rows that are padding (``mask.query_valid`` False) are left out.
     """
-    row_max = logits.detach().amax(dim=-1)  # [B, H, Sq]
-    if mask.query_valid is not None:
-        row_max = row_max.masked_fill(~mask.query_valid[:, None, :], float("-inf"))
-    return row_max.amax(dim=(0, 2)).float()
+    return mask.head_max(logits.detach().amax(dim=-1))
 
 
 def masked_softmax(
@@ -52,15 +76,17 @@ def dot_product_attention(
     scale: float,
     *,
     track_max: bool,
+    backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Grouped-query attention: query [B, Hq, Sq, D], key [B, Hk, Sk, D], value [B, Hk, Sk, Dv].
 
     Query head h reads key/value head h // (Hq / Hk) (HF ``repeat_kv`` order). Returns the
     output [B, Hq, Sq, Dv] and the per-head max logit [Hq] when ``track_max``.
     """
-    batch, q_heads, q_len, head_dim = query.shape
-    kv_heads, k_len = key.shape[1], key.shape[2]
-    if not track_max:
+    resolved = resolve_attention_backend(backend, query.device, track_max=track_max)
+    if resolved == "flex":
+        return flex_dot_product_attention(query, key, value, mask, scale, track_max=track_max)
+    if resolved == "sdpa":
         out = F.scaled_dot_product_attention(
             query,
             key,
@@ -68,16 +94,31 @@ def dot_product_attention(
             attn_mask=None if mask.is_causal else mask.allowed,
             is_causal=mask.is_causal,
             scale=scale,
-            enable_gqa=q_heads != kv_heads,
+            enable_gqa=query.shape[1] != key.shape[1],
         )
         return out, None
+    return eager_dot_product_attention(query, key, value, mask, scale, track_max=track_max)
+
+
+def eager_dot_product_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: AttentionMask,
+    scale: float,
+    *,
+    track_max: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``dot_product_attention`` from the materialised logits."""
+    batch, q_heads, q_len, head_dim = query.shape
+    kv_heads, k_len = key.shape[1], key.shape[2]
     # Fold the query heads sharing a key/value head into the row dimension, so one 4-D
     # matmul serves the group without repeating K/V: [B, Hk, group * Sq, D]. Scaling q
     # (not the logits) saves a pass over the [Sq, Sk] logits.
     group = q_heads // kv_heads
     q = (query * scale).reshape(batch, kv_heads, group * q_len, head_dim)
     logits = (q @ key.transpose(-1, -2)).view(batch, q_heads, q_len, k_len)
-    probs, head_max = masked_softmax(logits, mask, value.dtype, track_max=True)
+    probs, head_max = masked_softmax(logits, mask, value.dtype, track_max=track_max)
     out = probs.view(batch, kv_heads, group * q_len, k_len) @ value
     return out.view(batch, q_heads, q_len, value.shape[-1]), head_max
 
@@ -92,10 +133,12 @@ class MaxLogitTracker:
 
     track_max_logits: bool
     max_logits: torch.Tensor | None
+    attention_backend: str  # one of ATTENTION_BACKENDS
 
     def _init_max_logit_tracking(self) -> None:
         self.track_max_logits = False
         self.max_logits = None
+        self.attention_backend = "auto"
 
     def reset_max_logits(self) -> None:
         self.max_logits = None

@@ -1,7 +1,9 @@
 """What each token may attend to, built once per forward and shared by every layer.
 
-Three cases, one representation (``AttentionMask``: a boolean [B, 1, Sq, Sk] "allowed"
-matrix plus which query rows are real tokens):
+Three cases, one representation (``AttentionMask``: a predicate "may query q of row b see
+key k", the boolean [B, 1, Sq, Sk] "allowed" matrix evaluated from it on demand, and which
+query rows are real tokens). Eager attention and SDPA read the matrix; flex_attention turns
+the same predicate into a block-sparse ``BlockMask`` (``flex.py``), so they cannot disagree:
 
 * training, one sequence a row: causal;
 * training, packed rows: causal *within* a document. Documents come from explicit
@@ -14,27 +16,66 @@ matrix plus which query rows are real tokens):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from k2rl.models.kv_cache import CacheSlots, KVCache
 
+# (batch, query index, key index) -> may the query see the key? Called with broadcastable
+# index tensors (whole grids for ``allowed``, scalars under flex_attention's vmap).
+MaskPredicate = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
 
 @dataclass(frozen=True)
 class AttentionMask:
-    allowed: torch.Tensor  # bool [B, 1, Sq, Sk]
+    allows: MaskPredicate
+    shape: tuple[int, int, int]  # (B, Sq, Sk)
+    device: torch.device
     query_valid: torch.Tensor | None = None  # bool [B, Sq]; None: every query row is real
     is_causal: bool = False  # ``allowed`` is exactly lower-triangular (fused kernels can skip it)
-    _bias: dict[torch.dtype, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
+    _derived: dict[object, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def allowed(self) -> torch.Tensor:
+        """bool [B, 1, Sq, Sk]: ``allows`` on every pair, built on first use.
+
+        Eager attention and masked SDPA need it; causal SDPA and flex_attention do not, so
+        at long context nothing [Sq, Sk]-sized is built for them.
+        """
+
+        def build() -> torch.Tensor:
+            batch, q_len, k_len = self.shape
+            b = torch.arange(batch, device=self.device)[:, None, None]
+            q = torch.arange(q_len, device=self.device)[None, :, None]
+            k = torch.arange(k_len, device=self.device)[None, None, :]
+            return self.allows(b, q, k).expand(batch, q_len, k_len)[:, None]
+
+        return self.derived("allowed", build)
+
+    def derived(self, key: object, build: Callable[[], Any]) -> Any:
+        """``build()`` once per mask (hence once per forward), shared by every layer."""
+        if key not in self._derived:
+            self._derived[key] = build()
+        return self._derived[key]
 
     def additive_bias(self, dtype: torch.dtype) -> torch.Tensor:
-        """0 where allowed, else -inf [B, 1, Sq, Sk]; built once a forward, shared by layers."""
-        bias = self._bias.get(dtype)
-        if bias is None:
-            zero = torch.zeros((), dtype=dtype, device=self.allowed.device)
-            bias = self._bias[dtype] = torch.where(self.allowed, zero, float("-inf"))
-        return bias
+        """0 where allowed, else -inf [B, 1, Sq, Sk]."""
+
+        def build() -> torch.Tensor:
+            zero = torch.zeros((), dtype=dtype, device=self.device)
+            return torch.where(self.allowed, zero, float("-inf"))
+
+        return self.derived(("additive_bias", dtype), build)
+
+    def head_max(self, row_max: torch.Tensor) -> torch.Tensor:
+        """Per-head max [H] (fp32) of per-query-row maxima [B, H, Sq], padding rows left out."""
+        row_max = row_max.detach()
+        if self.query_valid is not None:
+            row_max = row_max.masked_fill(~self.query_valid[:, None, :], float("-inf"))
+        return row_max.amax(dim=(0, 2)).float()
 
 
 @dataclass
@@ -67,31 +108,41 @@ def packed_positions(cu_seqlens: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 
 def document_causal_mask(document_ids: torch.Tensor) -> AttentionMask:
-    """Causal mask restricted to equal document ids; negative ids are padding."""
-    seq_len = document_ids.shape[-1]
-    index = torch.arange(seq_len, device=document_ids.device)
-    causal = index[None, :] <= index[:, None]
-    same_doc = document_ids[:, :, None] == document_ids[:, None, :]
+    """Causal mask restricted to equal document ids; negative ids are padding.
+
+    A padding query sees only itself (its softmax stays finite); real queries never see
+    padding keys, whose id (< 0) matches no document.
+    """
+
+    def allows(b: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        query_doc = document_ids[b, q]
+        same_doc_causal = (query_doc == document_ids[b, k]) & (k <= q)
+        return torch.where(query_doc < 0, q == k, same_doc_causal)
+
+    batch, seq_len = document_ids.shape
+    shape, device = (batch, seq_len, seq_len), document_ids.device
     is_pad = document_ids < 0
-    allowed = same_doc & causal & ~is_pad[:, :, None]
     if bool(is_pad.any()):
-        allowed = allowed | (
-            is_pad[:, :, None] & torch.eye(seq_len, dtype=torch.bool, device=index.device)
-        )
-        return AttentionMask(allowed[:, None], ~is_pad)
+        return AttentionMask(allows, shape, device, query_valid=~is_pad)
     single_document = bool((document_ids == document_ids[:, :1]).all())
-    return AttentionMask(allowed[:, None], None, is_causal=single_document)
+    return AttentionMask(allows, shape, device, is_causal=single_document)
 
 
 def cached_mask(position_ids: torch.Tensor, slots: CacheSlots) -> AttentionMask:
     """Mask over the cached context: key j (position j) is visible to a query at position p >= j."""
-    context_len = slots.read.shape[-1]
-    key_pos = torch.arange(context_len, device=position_ids.device)
-    allowed = (key_pos[None, None, :] <= position_ids[:, :, None]) & (
-        key_pos[None, None, :] < slots.read_lens[:, None, None]
-    )
+    read_lens = slots.read_lens
+
+    def allows(b: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return (k <= position_ids[b, q]) & (k < read_lens[b])
+
+    shape = (position_ids.shape[0], position_ids.shape[1], slots.read.shape[-1])
     query_valid = slots.write >= 0
-    return AttentionMask(allowed[:, None], None if bool(query_valid.all()) else query_valid)
+    return AttentionMask(
+        allows,
+        shape,
+        position_ids.device,
+        query_valid=None if bool(query_valid.all()) else query_valid,
+    )
 
 
 def build_context(

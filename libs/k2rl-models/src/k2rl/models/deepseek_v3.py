@@ -9,7 +9,8 @@ Attention has two equivalent evaluation orders. *Expanded* (training, prefill): 
 is up-projected by ``kv_b_proj`` into per-head K_nope and V. *Absorbed* (decode from the
 cache): W_UK is folded into the query and W_UV applied after the softmax, so the cached
 latent is never expanded (DeepSeek-V2 §2.1.2). Both give the same logits, hence the same
-max logit.
+max logit. The expanded form runs on the module's ``attention_backend``; the absorbed one
+(a few query rows per sequence) always computes its logits eagerly.
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ class MLAttention(nn.Module, MaxLogitTracker):
             mask,
             self.softmax_scale,
             track_max=self.track_max_logits,
+            backend=self.attention_backend,
         )
         return out.transpose(1, 2), head_max  # [B, S, H, Dv]
 

@@ -68,6 +68,7 @@ class GQAttention(nn.Module, MaxLogitTracker):
             ctx.mask,
             self.softmax_scale,
             track_max=self.track_max_logits,
+            backend=self.attention_backend,
         )
         if self.track_max_logits:
             self._record_max_logits(head_max)

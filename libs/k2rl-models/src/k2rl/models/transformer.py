@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from k2rl.models.attention import check_attention_backend
 from k2rl.models.config import ModelConfig
 from k2rl.models.context import ForwardContext, build_context
 from k2rl.models.kv_cache import CacheSlots, KVCache, KVCacheSpec
@@ -185,6 +186,12 @@ class CausalLM(nn.Module):
     def reset_max_logits(self) -> None:
         for _, attn in self.attention_modules():
             attn.reset_max_logits()
+
+    def set_attention_backend(self, backend: str) -> None:
+        """One of ``attention.ATTENTION_BACKENDS`` (default "auto") for every layer."""
+        check_attention_backend(backend)
+        for _, attn in self.attention_modules():
+            attn.attention_backend = backend
 
     def max_logits(self) -> dict[int, torch.Tensor]:
         """Layer index -> running per-head max logit [num_heads], for layers that recorded one."""
