@@ -42,6 +42,7 @@ def _services_config(tmp: Path) -> tuple[Path, dict[str, dict]]:
     for name in SERVICE_NAMES:
         services.setdefault(name, {}).update(port=free_loopback_port(), metrics_port=free_loopback_port())
     services["state_url"] = f"sqlite:///{tmp}/state.db"
+    services["judge"]["critic_data_dir"] = str(tmp / "critic_data")
     path = tmp / "services.yaml"
     path.write_text(yaml.safe_dump(services))
     return path, services
@@ -140,6 +141,12 @@ def test_quick_demo_runs_rl_through_every_service_as_a_process(tmp_path: Path) -
         assert {turn.weight_version for turn in t.turns} <= set(range(1, final_version))
     resumed = [t for t in trajectories if t.resume_count > 0]
     assert resumed, "no trajectory was resumed after a pause"
+
+    # the controller handed trained groups to the judge's critic-data export (every 2nd iteration)
+    pairs = [json.loads(line) for line in (tmp_path / "critic_data" / "critic_refinement.jsonl").read_text().splitlines()]
+    assert pairs, "no critic-refinement pair was written"
+    assert all(p["chosen_reward"] == 1.0 and p["rejected_reward"] == 0.0 and p["verifier"] == "exact_integer"
+               and p["prompt"].endswith("=") for p in pairs)
 
     # the metrics endpoints show the phases
     for phase in PHASES:

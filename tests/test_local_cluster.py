@@ -16,6 +16,7 @@ import yaml
 from k2rl.core.config import SERVICE_NAMES
 from k2rl.core.launcher import LocalCluster
 from k2rl.core.net import free_loopback_ports
+from k2rl.core.roundtrip import round_trip
 
 K2RL = [sys.executable, "-m", "k2rl.core.cli"]
 
@@ -147,3 +148,29 @@ def test_up_accepts_service_specific_config_keys(tmp_path: Path) -> None:
     config.write_text("inference:\n  http_port: -1\n")  # a key only the inference settings know
     cluster = LocalCluster(("inference",), config, free_ports=True, log_dir=tmp_path)
     assert cluster.settings["inference"].http_port == -1
+
+
+def test_in_process_cluster_serves_the_services_from_this_process(tmp_path: Path) -> None:
+    config = tmp_path / "k2rl.yaml"
+    config.write_text(yaml.safe_dump({"state_url": f"sqlite:///{tmp_path}/state.db"}))
+    cluster = LocalCluster(("controller", "sandbox", "judge"), config, free_ports=True, log_dir=tmp_path,
+                           in_process=True)
+    cluster.start()
+    try:
+        cluster.wait_until_serving(60)
+        assert all(s.process is None and s.runtime is not None for s in cluster.launched.values())
+        judge = cluster.launched["judge"].runtime
+        assert judge.settings.dependencies["sandbox"] == cluster.settings["sandbox"].address
+        report = round_trip(cluster)  # the controller probes the others over loopback gRPC
+        assert report.ok, report.failures
+        assert "sees 3/3 dependencies serving" in report.details["controller"]
+    finally:
+        codes = cluster.stop()
+    assert codes == {"controller": 0, "sandbox": 0, "judge": 0}
+    assert all(p.status == "UNREACHABLE" for p in cluster.probe_all())
+
+
+def test_in_process_cluster_refuses_an_environment_for_children(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="extra_env"):
+        LocalCluster(("judge",), free_ports=True, log_dir=tmp_path, extra_env={"K2RL_STATE_DIR": "x"},
+                     in_process=True)

@@ -30,18 +30,22 @@ def _params() -> dict[str, torch.Tensor]:
 
 
 def _transfer(stager: WeightStager, params: dict[str, torch.Tensor], receiver: WeightReceiver, version: int,
-              corrupt_bucket: int | None = None) -> dict[str, torch.Tensor]:
-    """Play the engine: copy each staged bucket into one of two slots and feed the receiver."""
+              corrupt_bucket: int | None = None, destinations: dict[str, torch.Tensor] | None = None,
+              slot_offset: int = 0) -> dict[str, torch.Tensor]:
+    """Play the engine: copy each staged bucket into one of two slots (at ``slot_offset``)
+    and feed the receiver."""
     staged = stager.stage(params)
-    slots = [create_buffer(stager.bucket_bytes, "slot") for _ in range(2)]
+    slots = [create_buffer(stager.bucket_bytes + slot_offset, "slot") for _ in range(2)]
     try:
-        receiver.begin(version, len(staged.plan.buckets), {i: describe_shm(s) for i, s in enumerate(slots)})
+        receiver.begin(version, len(staged.plan.buckets), {i: describe_shm(s) for i, s in enumerate(slots)},
+                       destinations=destinations)
         for bucket in staged.plan.buckets:
             slot = bucket.index % 2
-            slots[slot].tensor[:bucket.byte_size].copy_(staged.bucket_bytes(stager.staging, bucket.index))
+            region = slots[slot].tensor[slot_offset:slot_offset + bucket.byte_size]
+            region.copy_(staged.bucket_bytes(stager.staging, bucket.index))
             if bucket.index == corrupt_bucket:
-                slots[slot].tensor[bucket.byte_size // 2] ^= 1
-            receiver.load_bucket(bucket, slot)
+                region[bucket.byte_size // 2] ^= 1
+            receiver.load_bucket(bucket, slot, slot_offset)
         return receiver.commit(version, len(staged.plan.buckets))
     finally:
         for s in slots:
@@ -94,6 +98,28 @@ def test_corrupted_bucket_is_refused_and_nothing_is_handed_over() -> None:
     finally:
         stager.close()
         receiver.close()
+
+
+@pytest.mark.parametrize("selectors", [[], [Selector("embed.weight", dim=0, start=16, length=40),
+                                             Selector("layers.0.q.weight", dim=1, start=4, length=4), Selector("step")]])
+def test_updates_land_in_the_given_destinations_in_place(selectors: list[Selector]) -> None:
+    """Standby tensors are written in place (no new storage); a misfit one is replaced."""
+    params = _params()
+    stager, receiver = WeightStager(bucket_bytes=1024), WeightReceiver(selectors)
+    try:
+        first = _transfer(stager, params, receiver, version=1, slot_offset=256)
+        first["mask"] = torch.zeros(5, dtype=torch.bool)  # wrong shape: must not be used
+        where = {name: tensor.data_ptr() for name, tensor in first.items()}
+        changed = {name: t + 1 if t.is_floating_point() else t for name, t in params.items()}
+        second = _transfer(stager, changed, receiver, version=2, destinations=first, slot_offset=256)
+    finally:
+        stager.close()
+        receiver.close()
+    expected = {s.name: s.apply(changed[s.name]) for s in selectors} if selectors else changed
+    assert second.keys() == expected.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(tensor_bytes(second[name]), tensor_bytes(tensor)), name
+        assert (second[name].data_ptr() == where[name]) == (name != "mask"), name
 
 
 def test_out_of_order_and_incomplete_updates_are_refused() -> None:

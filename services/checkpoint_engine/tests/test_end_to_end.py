@@ -133,14 +133,16 @@ def test_a_hundred_consecutive_updates_with_the_three_stage_pipeline(tmp_path) -
         _assert_holds(c, "r1", 100, params)
 
 
-def test_startup_from_a_checkpoint_on_disk_reads_it_once_and_initialises_replicas(tmp_path) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("split", [False, True], ids=["whole_tensors", "split_tensors"])
+def test_startup_from_a_checkpoint_on_disk_reads_it_once_and_initialises_replicas(tmp_path, split) -> None:  # noqa: ANN001
     """K2 section 3.3.3: the coordinator plans from the safetensors headers, each worker reads
-    only the buckets it owns, the broadcast gives everyone the rest."""
+    only the buckets it owns (of a tensor split over buckets, only its pieces' byte ranges),
+    the broadcast gives everyone the rest."""
     model = build_model(get_preset("k2-nano"), seed=3)
     save_model(model, tmp_path / "ckpt", max_shard_bytes=8 << 20)  # several files
     state = {k: v.detach() for k, v in model.state_dict().items()}
     largest = max(t.numel() * t.element_size() for t in state.values())
-    bucket_bytes = -(-largest // 4096) * 4096  # no tensor is split: each is read by exactly one worker
+    bucket_bytes = -(-(largest // 3 if split else largest) // 4096) * 4096
     assert len(list((tmp_path / "ckpt").glob("*.safetensors"))) > 1
     with cluster(tmp_path, bucket_bytes=bucket_bytes) as c:
         c.start_replica("full")

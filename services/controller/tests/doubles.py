@@ -1,4 +1,4 @@
-"""Test doubles of inference, trainer and checkpoint engine, served over real gRPC in-process.
+"""Test doubles of inference, trainer, checkpoint engine and judge, served over real gRPC in-process.
 
 They implement the contracts (protos/k2rl/*/v1) with trivial internals so the controller's
 logic (partial rollout, resume, atomic recording, expected_step) is testable in seconds
@@ -24,6 +24,7 @@ from k2rl.checkpoint_engine.v1 import checkpoint_engine_pb2_grpc as ce_grpc
 from k2rl.common.v1 import common_pb2
 from k2rl.controller.environments.arithmetic import solve
 from k2rl.inference.v1 import inference_pb2, inference_pb2_grpc
+from k2rl.judge.v1 import judge_pb2, judge_pb2_grpc
 from k2rl.models.tokenizer import ByteTokenizer
 from k2rl.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
@@ -101,6 +102,7 @@ class TrainerDouble(trainer_pb2_grpc.TrainerServiceServicer):
         self.step = 0
         self.step_delay_s = step_delay_s
         self.trained_ids: list[str] = []
+        self.version_lags: list[int] = []  # per trained trajectory: fleet version - its oldest token's version
         self.calls: list[str] = []
 
     def TrainStep(self, request_iterator: Iterator[trainer_pb2.TrainStepRequest],
@@ -116,6 +118,7 @@ class TrainerDouble(trainer_pb2_grpc.TrainerServiceServicer):
         time.sleep(self.step_delay_s)
         self.calls.append("TrainStep")
         self.trained_ids += [t.trajectory_id for t in trajectories]
+        self.version_lags += [self.fleet.version - min(turn.weight_version for turn in t.turns) for t in trajectories]
         self.step += 1
         rewards = [t.reward for t in trajectories]
         return trainer_pb2.TrainStepResponse(metrics=trainer_pb2.TrainStepMetrics(
@@ -156,29 +159,56 @@ class CheckpointEngineDouble(ce_grpc.CheckpointEngineServiceServicer):
                                             replicas_ready=1, replicas_total=1)
 
 
+class JudgeDouble(judge_pb2_grpc.JudgeServiceServicer):
+    """Records ExportCriticData calls; writes one "pair" per request whose rewards differ."""
+
+    def __init__(self) -> None:
+        self.exports: list[judge_pb2.ExportCriticDataRequest] = []
+
+    def ExportCriticData(self, request: judge_pb2.ExportCriticDataRequest,
+                         context: grpc.ServicerContext) -> judge_pb2.ExportCriticDataResponse:
+        self.exports.append(request)
+        differ = len({s.reward for s in request.samples}) > 1
+        return judge_pb2.ExportCriticDataResponse(rows_written=int(differ), path="critic.jsonl")
+
+
 @dataclass
 class Doubles:
     fleet: FleetState
     inference: InferenceDouble
     trainer: TrainerDouble
     checkpoint_engine: CheckpointEngineDouble
+    judge: JudgeDouble
     address: str
     server: grpc.Server
 
     @property
     def dependencies(self) -> dict[str, str]:
-        return {"inference": self.address, "trainer": self.address, "checkpoint_engine": self.address}
+        return {"inference": self.address, "trainer": self.address, "checkpoint_engine": self.address,
+                "judge": self.address}
 
 
 def serve_doubles(token_delay_s: float = 0.002, step_delay_s: float = 0.0, long_padding: int = 24) -> Doubles:
     """All three doubles on one loopback port; call ``.server.stop(0)`` when done."""
     fleet = FleetState()
     inference, trainer = InferenceDouble(fleet, token_delay_s, long_padding), TrainerDouble(fleet, step_delay_s)
-    engine = CheckpointEngineDouble(fleet)
+    engine, judge = CheckpointEngineDouble(fleet), JudgeDouble()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
+    judge_pb2_grpc.add_JudgeServiceServicer_to_server(judge, server)
     inference_pb2_grpc.add_InferenceServiceServicer_to_server(inference, server)
     trainer_pb2_grpc.add_TrainerServiceServicer_to_server(trainer, server)
     ce_grpc.add_CheckpointEngineServiceServicer_to_server(engine, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
-    return Doubles(fleet, inference, trainer, engine, f"127.0.0.1:{port}", server)
+    return Doubles(fleet, inference, trainer, engine, judge, f"127.0.0.1:{port}", server)
+
+
+def serve_inference_double(fleet: FleetState, token_delay_s: float = 0.002,
+                           long_padding: int = 24) -> tuple[InferenceDouble, str, grpc.Server]:
+    """One more inference replica double on its own port, sharing ``fleet``'s weight version."""
+    inference = InferenceDouble(fleet, token_delay_s, long_padding)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
+    inference_pb2_grpc.add_InferenceServiceServicer_to_server(inference, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return inference, f"127.0.0.1:{port}", server

@@ -12,11 +12,12 @@ from k2rl.controller.environments.arithmetic import ArithmeticOptions, Arithmeti
 from k2rl.controller.environments.judged import JsonlTasks
 from k2rl.controller.experiment import RunDirectory, iteration_metrics, load_experiment
 from k2rl.controller.run_store import RunStore
-from k2rl.controller.scheduler.batching import enforce_staleness, split_steps
+from k2rl.controller.scheduler.batching import enforce_staleness, split_stale, split_steps
 from k2rl.controller.scheduler.schedules import temperature_at
 from k2rl.controller.trajectories import PromptGroup, Sample, SampleStatus, SpanRole
 from k2rl.controller.v1 import controller_pb2 as pb
 from k2rl.core.store import SqliteStore, VersionConflict
+from k2rl.models.tokenizer import ByteTokenizer
 
 DEMO = Path(__file__).parents[3] / "configs" / "demo.yaml"
 
@@ -35,6 +36,8 @@ def test_arithmetic_tasks_are_deterministic_disjoint_and_verified() -> None:
     wrong.reset(task)
     assert right.done and right.reward == 1.0 and right.passed
     assert wrong.step(f"{int(a) + int(b) + 1}").reward == 0.0
+    answer_ids = ByteTokenizer().encode(f"{int(a) + int(b)}<|im_end|>")
+    assert setup.new_episode().decode_action(ByteTokenizer(), answer_ids) == f"{int(a) + int(b)}"  # markers dropped
     assert all("=" in line for line in corpus(options, 10, seed=0))
     with pytest.raises(ValueError, match="operators"):
         ArithmeticOptions.from_options({"operators": "/"}, 0)
@@ -120,6 +123,16 @@ def test_an_experiment_with_an_unknown_key_is_refused(tmp_path: Path) -> None:
         load_experiment(path)
 
 
+def test_inference_replicas_of_an_experiment_must_be_a_positive_integer(tmp_path: Path) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_text("run: {model_preset: k2-nano}\ninference_replicas: 3\n")
+    assert load_experiment(path).inference_replicas == 3
+    assert load_experiment(DEMO).inference_replicas == 1
+    path.write_text("run: {model_preset: k2-nano}\ninference_replicas: 0\n")
+    with pytest.raises(ValueError, match="inference_replicas"):
+        load_experiment(path)
+
+
 def test_demo_config_parses_and_run_directory_writes_metrics_and_plot(tmp_path: Path) -> None:
     config = load_experiment(DEMO).run
     directory = RunDirectory(tmp_path, "r")
@@ -133,3 +146,21 @@ def test_demo_config_parses_and_run_directory_writes_metrics_and_plot(tmp_path: 
     assert [x["arithmetic/reward_mean"] for x in lines] == [0.2, 0.5] and lines[0]["phase_ms/rollout"] == 5
     assert directory.plot_rewards().stat().st_size > 0
     assert load_experiment(tmp_path / "r" / "config.yaml").run == config
+
+
+def test_split_stale_restarts_samples_older_than_the_version_lag() -> None:
+    def group(group_id: str, versions: list[int]) -> PromptGroup:
+        samples = []
+        for index, version in enumerate(versions):
+            sample = Sample(index, 8, status=SampleStatus.FINISHED, reward=1.0)
+            sample.add_tokens(SpanRole.MODEL, [1, 2], [-0.1, -0.2], version)
+            samples.append(sample)
+        return PromptGroup(group_id, "arithmetic", {}, [1], samples, 0)
+
+    fresh_group, stale_group = group("g0", [4, 5]), group("g1", [5, 2])
+    fresh, stale = split_stale([fresh_group, stale_group], max_version_lag=2, current_version=5)
+    assert fresh == [fresh_group] and stale == [stale_group]
+    assert stale_group.samples[0].status is SampleStatus.FINISHED  # within the bound: kept
+    restarted = stale_group.samples[1]
+    assert restarted.status is SampleStatus.PENDING and restarted.output_token_ids == [] and not stale_group.complete
+    assert split_stale([group("g2", [0])], max_version_lag=0, current_version=9) == ([group("g2", [0])], [])

@@ -113,3 +113,55 @@ def test_bad_configs_and_second_active_run_are_refused(doubles: Doubles, tmp_pat
     assert resumed.state == pb.RUN_STATE_RUNNING and resumed.config.seed == 7
     runs.stop("forever", pb.STOP_MODE_IMMEDIATE, "test")
     assert runs.wait("forever", timeout_s=60).state == pb.RUN_STATE_STOPPED
+
+
+def test_trained_groups_are_exported_as_critic_data_at_the_configured_cadence(doubles: Doubles,
+                                                                              tmp_path: Path) -> None:
+    config = demo_config(iterations=4)
+    config.critic_data.CopyFrom(pb.CriticDataExport(every_iterations=2, dataset="arith", min_margin=0.5))
+    runs = manager(doubles, tmp_path / "state.db")
+    runs.start(config, "critic", resume=False)
+    assert runs.wait("critic", timeout_s=60).state == pb.RUN_STATE_SUCCEEDED
+    records = runs.store.iterations("critic")
+    k = config.samples_per_prompt
+    exported_iterations = [r for r in records if r.iteration in (1, 3)]
+    expected_groups = sum(e.trajectories for r in exported_iterations for e in r.environments) // k
+    exports = doubles.judge.exports
+    assert expected_groups > 0 and len(exports) == expected_groups
+    assert len({e.prompt_id for e in exports}) == len(exports)
+    tokenizer = load_tokenizer("k2-nano")
+    responses_by_prompt: dict[str, list[str]] = {}
+    for t in runs.store.finished_trajectories("critic"):
+        prompt = tokenizer.decode(list(t.prompt_token_ids), skip_special_tokens=True)
+        responses_by_prompt.setdefault(prompt, []).append(
+            tokenizer.decode(list(t.output_token_ids), skip_special_tokens=True))
+    for export in exports:
+        assert export.dataset == "arith" and export.min_margin == 0.5
+        assert export.prompt_id.startswith("arith-train-") and export.prompt.endswith("=")
+        assert all(s.verifier == "exact_integer" and s.reward == 1.0 for s in export.samples)
+        assert len(export.samples) == k  # the group's trained samples, as the model wrote them
+        assert all(s.response in responses_by_prompt[export.prompt] for s in export.samples)
+
+
+def test_disaggregated_rollout_overlaps_training_within_the_staleness_bound(tmp_path: Path) -> None:
+    doubles = serve_doubles(token_delay_s=0.005, step_delay_s=0.5, long_padding=10)
+    try:
+        config = demo_config(iterations=4)
+        config.partial_rollout.max_version_lag = 1
+        store = RunStore(SqliteStore(tmp_path / "state.db"))
+        runs = RunManager(store, lambda: ServiceClients.connect(
+            doubles.dependencies, lambda stub, address: create_stub(stub, address, ClientOptions())),
+            load_tokenizer, colocated=False, overlap_rollout=True)
+        runs.start(config, "async", resume=False)
+        assert runs.wait("async", timeout_s=60).state == pb.RUN_STATE_SUCCEEDED
+        records = store.iterations("async")
+        assert [r.iteration for r in records] == [0, 1, 2, 3]
+        # Iteration n+1 rolled out before iteration n's weights were published: same rollout version.
+        assert records[1].rollout_weight_version == records[0].rollout_weight_version
+        # ... so it trained on off-policy tokens, never more than max_version_lag versions old.
+        assert max(doubles.trainer.version_lags) == 1 and min(doubles.trainer.version_lags) >= 0
+        ids = [t.trajectory_id for t in store.finished_trajectories("async")]
+        assert len(ids) == len(set(ids)) and sorted(ids) == sorted(doubles.trainer.trained_ids)
+        assert "Sleep" not in doubles.inference.calls and "Onload" not in doubles.trainer.calls
+    finally:
+        doubles.server.stop(0)

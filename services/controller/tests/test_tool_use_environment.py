@@ -12,6 +12,7 @@ import pytest
 from k2rl.controller.environments import EnvironmentServices, build_environment, registered
 from k2rl.core.client import close_stub, create_stub
 from k2rl.core.launcher import LocalCluster
+from k2rl.models.tokenizer import ByteTokenizer
 from k2rl.judge.v1 import judge_pb2_grpc
 from k2rl.synth.agents import AgentSpec
 from k2rl.synth.outputs import rl_environment_record, write_jsonl
@@ -82,7 +83,9 @@ def test_episode_calls_simulated_tools_and_is_scored_by_the_rubric(dataset: Path
         assert "What is the weather in Lyon right now?" in prompt
         assert prompt.endswith("<|im_assistant|>assistant<|im_middle|>")
 
-        first = env.step(k2_call("get_current_weather", {"location": "Lyon"}))
+        # The model's turn reaches step the way the rollout manager decodes it: K2's markers kept.
+        turn_ids = ByteTokenizer().encode(k2_call("get_current_weather", {"location": "Lyon"}) + "<|im_end|>")
+        first = env.step(env.decode_action(ByteTokenizer(), turn_ids))
         assert not first.done and first.reward == 0.0
         assert first.observation.startswith("<|im_system|>tool<|im_middle|>## Return of functions.get_current_weather:0\n")
         assert "sunny" in first.observation and world.hits["world"] == 1

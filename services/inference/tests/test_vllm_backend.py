@@ -1,10 +1,15 @@
 """The vLLM backend against ``FakeVllm``, the declared double of the vLLM API it uses (real vLLM
 needs a GPU and is not installed here): sampling-parameter translation, outputs, logprobs
-and finish reasons, abort, sleep levels, weight updates and their in-flight policies, and
-the service selecting it with ``backend: vllm``."""
+and finish reasons, abort, sleep levels, the service selecting it with ``backend: vllm``,
+and weight updates: the worker extension opening the IPC buffers a checkpoint-engine-style
+writer published (shm slots reused per bucket, a whole version in another process's shm,
+CUDA IPC where a GPU is present), with only metadata through ``collective_rpc``,
+all-or-nothing on checksum failures, and the in-flight policies."""
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import sys
 from types import SimpleNamespace
 
@@ -24,8 +29,10 @@ from k2rl.inference.service import SERVICE
 from k2rl.inference.sleep import MemoryPool, SleepState
 from k2rl.inference.testing import (
     FakeVllm,
+    RingPublisher,
     TinyTokenizer,
     logprobs_of,
+    publish_in_child,
     request,
     run_to_completion,
     tokens_of,
@@ -41,6 +48,9 @@ from k2rl.inference.vllm_backend import (
 from k2rl.inference.weights import InFlightPolicy, WeightUpdateOutcome, served_tensors
 from k2rl.models import save_model
 from k2rl.models.testing import tiny_model
+from k2rl.weights import BucketLayout, ChecksumMismatch, LayoutError, TensorPiece, TensorSpec
+from k2rl.weights import proto as wire
+from k2rl.weights import shm as shm_module
 
 PROMPTS = [[1, 2, 3, 4, 5], [7, 8], [9, 10, 11, 12, 13, 14, 15, 16, 17]]
 
@@ -169,8 +179,11 @@ def test_sleep_levels_and_weight_update_after_level_2(checkpoint):
     assert (engine.sleep_state, engine.has_weights, engine.weight_version) == (SleepState.LEVEL_2, False, 0)
     new = _perturbed(checkpoint[1])
     assert engine.apply_weights(4, new) is WeightUpdateOutcome.APPLIED
-    assert engine.sleep_state is SleepState.WEIGHTS_ONLY and llm.calls[-3] == ("wake_up", ("weights",))
-    assert llm.calls[-2:] == [("collective_rpc", "k2rl_load_weights"), ("reset_prefix_cache",)]
+    assert engine.sleep_state is SleepState.WEIGHTS_ONLY
+    after_wake = llm.calls[llm.calls.index(("wake_up", ("weights",))) + 1:]
+    assert [call[-1] for call in after_wake] == [  # one bucket: the tiny model is far below 64 MiB
+        "k2rl_update_begin", "k2rl_update_bucket", "k2rl_update_prepare", "k2rl_update_apply",
+        "reset_prefix_cache", "k2rl_update_abort"]
     with pytest.raises(FailedPrecondition, match="asleep"):
         engine.add_request(request("x", PROMPTS[0], max_tokens=2))
     engine.wake_up([MemoryPool.KV_CACHE])
@@ -184,39 +197,232 @@ def test_sleep_levels_and_weight_update_after_level_2(checkpoint):
     assert tokens_of(run_to_completion(engine)[("after", 0)]) == tokens_of(run_to_completion(native)[("after", 0)])
 
 
-def test_bucketed_update_and_in_flight_policies(checkpoint):
+def _transfer(engine: VllmEngine, publisher: RingPublisher, version: int, corrupt_bucket: int | None = None):
+    """Receive ``version`` from the publisher's slots in the workers, as an UpdateWeights
+    stream does (each bucket placed once the previous one in its slot was loaded)."""
+    update = engine.begin_weight_update(version)
+    receiver = update.receiver(lambda run: run(engine))
+    buckets = publisher.buckets
+    receiver.begin(version, len(buckets), publisher.slots)
+    for bucket in buckets:
+        receiver.load_bucket(bucket, publisher.place(bucket.index, corrupt=bucket.index == corrupt_bucket))
+    receiver.commit(version, len(buckets))
+    return update, receiver
+
+
+def _served(llm) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in served_tensors(llm.model).items()}
+
+
+def test_workers_load_from_ipc_slots_under_each_in_flight_policy(checkpoint):
     engine, vllm = _vllm_engine(checkpoint, weight_version=1)
     llm = vllm.instances[0]
-    new = _perturbed(checkpoint[1])
-    stager = engine.begin_weight_update(2)
-    for name, tensor in new.items():  # as a receiver would: big tensors in two flat pieces
-        flat = tensor.reshape(-1)
-        half = flat.numel() // 2
-        stager.load(name, flat[:half], 0)
-        stager.load(name, flat[half:], half)
-    assert stager.complete
-    engine.add_request(request("busy", PROMPTS[0], temperature=0.0, max_tokens=8, ignore_eos=True))
-    engine.step()
-    assert engine.commit_weights(stager, InFlightPolicy.REFUSE) is WeightUpdateOutcome.BUSY
-    engine.step()
-    assert engine.commit_weights(stager, InFlightPolicy.PAUSE) is WeightUpdateOutcome.APPLIED
+    old, new = _served(llm), _perturbed(checkpoint[1])
+    publisher = RingPublisher(new, bucket_bytes=1 << 14)
+    try:
+        assert len(publisher.buckets) > 2  # slots are reused within the version
+        engine.add_request(request("busy", PROMPTS[0], temperature=0.0, max_tokens=8, ignore_eos=True))
+        engine.step()
+        update, receiver = _transfer(engine, publisher, 2)
+        assert all(torch.equal(t, old[n]) for n, t in served_tensors(llm.model).items())  # untouched until apply
+        assert engine.commit_weights(update, InFlightPolicy.REFUSE) is WeightUpdateOutcome.BUSY
+        assert llm.worker._k2rl_update is None and engine.weight_version == 1  # the workers dropped it
+        engine.step()
+        update, receiver = _transfer(engine, publisher, 2)
+        assert engine.commit_weights(update, InFlightPolicy.PAUSE) is WeightUpdateOutcome.APPLIED
+        receiver.close()
+    finally:
+        publisher.close()
     assert engine.weight_version == 2 and engine.has_request("busy")
     for name, tensor in new.items():
         assert torch.equal(served_tensors(llm.model)[name], tensor), name
     out = run_to_completion(engine)[("busy", 0)]
-    tokens = [t for u in out for t in u.token_ids]
-    assert len(tokens) == 6 and out[-1].finish_reason is FinishReason.LENGTH
+    assert len(tokens_of(out)) == 6 and out[-1].finish_reason is FinishReason.LENGTH
     assert [u.weight_version for u in out if u.token_ids] == [2] * 6
-    resubmitted = [c[1] for c in llm.calls if c[0] == "add_request"]
-    assert len(resubmitted) == 2  # original + the PAUSE resubmission from prompt + 2 outputs
-    # ABORT policy: running requests end first, then the update applies.
+    assert len([c for c in llm.calls if c[0] == "add_request"]) == 2  # original + the PAUSE resubmission
+    # ABORT policy (apply_weights publishes in shm itself): running requests end first.
     engine.add_request(request("gone", PROMPTS[1], temperature=0.0, max_tokens=8, ignore_eos=True))
     engine.step()
     assert engine.apply_weights(3, new, InFlightPolicy.ABORT) is WeightUpdateOutcome.APPLIED
-    final = engine.drain_updates()[-1]
-    assert final.finish_reason is FinishReason.ABORT and not engine.has_work
+    assert engine.drain_updates()[-1].finish_reason is FinishReason.ABORT and not engine.has_work
     assert engine.apply_weights(3, new) is WeightUpdateOutcome.ALREADY_CURRENT
     assert engine.apply_weights(2, new) is WeightUpdateOutcome.STALE_VERSION
+
+
+@contextlib.contextmanager
+def _child_publisher(params: dict[str, torch.Tensor], on_cuda: bool = False):
+    """A writer process publishing ``params``; yields ``(buckets, offsets, descriptor, conn)``."""
+    context = torch.multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    writer = context.Process(target=publish_in_child, args=(params, 1 << 14, on_cuda, theirs), daemon=True)
+    writer.start()
+    try:
+        if not ours.poll(120):
+            raise TimeoutError("the writer process published nothing within 120 s")
+        yield (*ours.recv(), ours)
+    finally:
+        ours.send(("done",))
+        writer.join(timeout=60)
+        if writer.is_alive():
+            writer.kill()
+
+
+def _transfer_from_one_buffer(engine: VllmEngine, version: int, buckets, offsets, descriptor):
+    """The UpdateWeights steps of a version that sits whole in one buffer (slot 0)."""
+    update = engine.begin_weight_update(version)
+    receiver = update.receiver(lambda run: run(engine))
+    try:
+        receiver.begin(version, len(buckets), {0: descriptor})
+        for bucket, offset in zip(buckets, offsets, strict=True):
+            receiver.load_bucket(bucket, 0, offset)
+        receiver.commit(version, len(buckets))
+        return engine.commit_weights(update)
+    finally:
+        receiver.close()
+
+
+def _greedy_tokens(engine, request_id: str) -> list[int]:
+    engine.add_request(request(request_id, PROMPTS[2], temperature=0.0, max_tokens=5, ignore_eos=True))
+    return tokens_of(run_to_completion(engine)[(request_id, 0)])
+
+
+@pytest.mark.slow  # spawns a Python interpreter that imports torch
+def test_workers_open_buckets_another_process_published(checkpoint):
+    engine, vllm = _vllm_engine(checkpoint, weight_version=1)
+    llm = vllm.instances[0]
+    old, new = _served(llm), _perturbed(checkpoint[1])
+    with _child_publisher(new) as (buckets, offsets, descriptor, writer):
+        assert descriptor.shm_name.removeprefix("/") not in shm_module._OPEN  # the worker maps it itself
+        last = len(buckets) - 1
+        writer.send(("flip", last))
+        assert writer.recv() == "ok"
+        with pytest.raises(ChecksumMismatch, match=f"vLLM worker: bucket {last}"):
+            _transfer_from_one_buffer(engine, 2, buckets, offsets, descriptor)
+        assert engine.weight_version == 1 and engine.has_weights and llm.worker._k2rl_update is None
+        assert all(torch.equal(t, old[n]) for n, t in served_tensors(llm.model).items())
+        assert _greedy_tokens(engine, "old") == _greedy_tokens(_native(checkpoint[1]), "old")
+        writer.send(("flip", last))  # undo
+        assert writer.recv() == "ok"
+        assert _transfer_from_one_buffer(engine, 2, buckets, offsets, descriptor) is WeightUpdateOutcome.APPLIED
+    assert engine.weight_version == 2
+    reference = tiny_model("mla", seed=0, eos_token_id=90)
+    reference.load_state_dict(new, strict=False)
+    assert _greedy_tokens(engine, "new") == _greedy_tokens(_native(reference), "new")
+
+
+def test_a_load_weights_failure_part_way_stops_serving(checkpoint, monkeypatch):
+    engine, vllm = _vllm_engine(checkpoint, weight_version=1)
+    model = vllm.instances[0].worker.model_runner.model
+    loader = model.load_weights
+
+    def fail_half_way(weights):
+        items = list(weights)
+        loader(items[: len(items) // 2])
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(model, "load_weights", fail_half_way)
+    assert engine.apply_weights(2, _perturbed(checkpoint[1])) is WeightUpdateOutcome.TRANSFER_FAILED
+    assert (engine.has_weights, engine.weight_version) == (False, 0)
+    with pytest.raises(FailedPrecondition):
+        engine.add_request(request("x", PROMPTS[0], max_tokens=2))
+
+
+def test_collective_rpc_carries_metadata_only(checkpoint):
+    engine, vllm = _vllm_engine(checkpoint)
+    llm = vllm.instances[0]
+    with pytest.raises(TypeError, match="Tensor is not plain metadata"):
+        llm.collective_rpc("k2rl_update_abort", args=(torch.zeros(1),))
+    update = engine.begin_weight_update(5)
+    receiver = update.receiver(lambda run: run(engine))
+    bucket = BucketLayout(0, 16, (TensorPiece(TensorSpec("x", (4,), torch.float32), 0, 16),))
+    with pytest.raises(LayoutError, match="is not in progress"):  # a bucket before begin
+        receiver.load_bucket(bucket, 0)
+    wrong = next(iter(served_tensors(checkpoint[1])))
+    bad = RingPublisher({wrong: torch.zeros(3, 3)})
+    try:
+        with pytest.raises(LayoutError, match=r"shape \(3, 3\)"):
+            receiver.load_bucket(bad.buckets[0], 0)
+    finally:
+        bad.close()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA IPC needs a GPU (not exercised on CPU CI)")
+def test_workers_load_from_a_cuda_ipc_buffer(checkpoint):
+    engine, vllm = _vllm_engine(checkpoint, weight_version=1)
+    new = _perturbed(checkpoint[1])
+    with _child_publisher(new, on_cuda=True) as (buckets, offsets, descriptor, _):
+        assert _transfer_from_one_buffer(engine, 2, buckets, offsets, descriptor) is WeightUpdateOutcome.APPLIED
+    served = served_tensors(vllm.instances[0].model)
+    assert all(torch.equal(served[name], tensor) for name, tensor in new.items())
+
+
+def _update_stream(publisher: RingPublisher, version: int, acked: queue.Queue, corrupt_bucket: int | None = None):
+    """The requests of an UpdateWeights stream over the publisher's two slots."""
+    buckets = publisher.buckets
+    yield inference_pb2.UpdateWeightsRequest(begin=inference_pb2.UpdateWeightsBegin(
+        version=common_pb2.WeightVersion(version=version), bucket_count=len(buckets),
+        slots=[inference_pb2.IpcSlot(slot=i, handle=wire.descriptor_to_proto(d)) for i, d in publisher.slots.items()]))
+    for bucket in buckets:
+        if bucket.index >= 2:
+            try:
+                acked.get(timeout=30)  # the slot is free once the bucket before in it was loaded
+            except queue.Empty:
+                return
+        slot = publisher.place(bucket.index, corrupt=bucket.index == corrupt_bucket)
+        yield inference_pb2.UpdateWeightsRequest(
+            bucket=inference_pb2.UpdateWeightsBucket(bucket=wire.bucket_to_proto(bucket), slot=slot))
+    yield inference_pb2.UpdateWeightsRequest(
+        commit=inference_pb2.UpdateWeightsCommit(version=version, bucket_count=len(buckets)))
+
+
+def _update_over_grpc(stub, publisher: RingPublisher, version: int, corrupt_bucket: int | None = None):
+    acked: queue.Queue[int] = queue.Queue()
+    responses = []
+    for response in stub.UpdateWeights(_update_stream(publisher, version, acked, corrupt_bucket), timeout=60):
+        responses.append(response)
+        if response.WhichOneof("event") == "bucket_loaded":
+            acked.put(response.bucket_loaded.slot)
+    return responses[-1].result
+
+
+def _greedy_over_grpc(stub, prompt: list[int]) -> tuple[list[int], set[int]]:
+    chunks = list(stub.Generate(inference_pb2.GenerateRequest(
+        request_id="q", prompt_token_ids=inference_pb2.TokenIds(ids=prompt),
+        sampling_params=common_pb2.SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True)), timeout=60))
+    return [t for c in chunks for t in c.token_ids], {c.weight_version for c in chunks}
+
+
+def test_update_weights_rpc_reaches_the_vllm_workers_through_shm(tmp_path, monkeypatch):
+    served = tiny_model("gqa", seed=1, eos_token_id=90, vocab_size=512)
+    save_model(served, tmp_path)
+    new = _perturbed(served)
+    reference = tiny_model("gqa", seed=1, eos_token_id=90, vocab_size=512)
+    reference.load_state_dict(new, strict=False)
+    prompt = [5, 17, 3, 42, 8]
+    native = Engine(reference, TinyTokenizer(), EngineConfig(block_size=4, num_kv_blocks=64))
+    native.add_request(request("q", prompt, temperature=0.0, max_tokens=6, ignore_eos=True))
+    expected = tokens_of(run_to_completion(native)[("q", 0)])
+    vllm = FakeVllm()
+    monkeypatch.setattr(service_module, "import_vllm", lambda: vllm)
+    publisher = RingPublisher(new, bucket_bytes=1 << 14)
+    with serve_in_process(SERVICE, backend="vllm", model=str(tmp_path), tokenizer="k2-nano", http_port=-1,
+                          initial_weight_version=3) as runtime:
+        stub = create_stub(inference_pb2_grpc.InferenceServiceStub, runtime.settings.address, ClientOptions())
+        try:
+            before = _greedy_over_grpc(stub, prompt)
+            assert before[1] == {3} and before[0] != expected
+            result = _update_over_grpc(stub, publisher, 7, corrupt_bucket=len(publisher.buckets) - 1)
+            assert result.outcome == common_pb2.WEIGHT_UPDATE_OUTCOME_CHECKSUM_MISMATCH
+            assert result.current_version.version == 3 and _greedy_over_grpc(stub, prompt) == before
+            result = _update_over_grpc(stub, publisher, 7)
+            assert result.outcome == common_pb2.WEIGHT_UPDATE_OUTCOME_APPLIED and result.current_version.version == 7
+            assert _greedy_over_grpc(stub, prompt) == (expected, {7})
+        finally:
+            close_stub(stub)
+            publisher.close()
+    rpcs = [call[1] for call in vllm.instances[0].calls if call[0] == "collective_rpc"]
+    assert rpcs.count("k2rl_update_bucket") == 2 * len(publisher.buckets)
+    assert rpcs.count("k2rl_update_apply") == 1
 
 
 def test_service_serves_the_vllm_backend_over_grpc(tmp_path, monkeypatch):

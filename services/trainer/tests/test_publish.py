@@ -25,8 +25,11 @@ from k2rl.checkpoint_engine.v1 import checkpoint_engine_pb2_grpc
 from k2rl.common.v1 import common_pb2
 from k2rl.core.testing import free_loopback_port, serve_in_process
 from k2rl.inference.v1 import inference_pb2, inference_pb2_grpc
+from k2rl.core.errors import InvalidArgument
 from k2rl.trainer.config import TrainingConfig
+from k2rl.trainer.publish import checksum_algorithm
 from k2rl.trainer.service import SERVICE as TRAINER
+from k2rl.weights import ChecksumAlgorithm
 from k2rl.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
 K2RL = [sys.executable, "-m", "k2rl.core.cli"]
@@ -178,3 +181,11 @@ def test_a_second_publish_waits_for_the_engine_to_gather_the_first(tmp_path: Pat
                 ce.GetVersionPlanRequest(version=1), timeout=10)
         assert plan.phase == ce.VERSION_PHASE_GATHERING and len(plan.buckets) == first.bucket_count
         assert {b.bucket.checksum.algorithm for b in plan.buckets} == {common_pb2.CHECKSUM_ALGORITHM_SUM64}
+
+
+def test_checksum_defaults_hash_host_buckets_with_xxh3_and_device_buckets_with_sum64() -> None:
+    assert checksum_algorithm(common_pb2.CHECKSUM_ALGORITHM_UNSPECIFIED, "cpu") is ChecksumAlgorithm.XXH3_64
+    assert checksum_algorithm(common_pb2.CHECKSUM_ALGORITHM_UNSPECIFIED, "cuda") is ChecksumAlgorithm.SUM64
+    assert checksum_algorithm(common_pb2.CHECKSUM_ALGORITHM_CRC32, "cpu") is ChecksumAlgorithm.CRC32
+    with pytest.raises(InvalidArgument, match="unknown checksum algorithm"):
+        checksum_algorithm(99, "cpu")

@@ -3,7 +3,8 @@
 Layout (``plan_buckets``, ``validate_plan``), checksums (``compute_checksum``), POSIX shared
 memory (``create_buffer``, ``attach_buffer``, ``reap_orphans``), IPC descriptors for shm and
 CUDA IPC (``describe_shm``, ``describe_cuda``, ``open_buffer``), the source side
-(``pack_bucket``, ``WeightStager``) and the sink side (``select_shard``, ``WeightReceiver``).
+(``pack_bucket``, ``WeightStager``), the sink side (``select_shard``, ``WeightReceiver``) and
+tensor-parallel shard plans (``plan_tensor_parallel``).
 Wire conversions live in ``k2rl.weights.proto``. See libs/k2rl-weights/README.md.
 """
 
@@ -11,7 +12,9 @@ from k2rl.weights.checksum import (
     Checksum,
     ChecksumAlgorithm,
     ChecksumMismatch,
+    StreamingChecksum,
     compute_checksum,
+    hashed_copy,
     verify_checksum,
 )
 from k2rl.weights.dtypes import dtype_from_name, dtype_name, element_size
@@ -36,6 +39,13 @@ from k2rl.weights.layout import (
     validate_plan,
 )
 from k2rl.weights.reader import Selector, ShardEntry, WeightReceiver, select_shard, typed_view
+from k2rl.weights.shard_plan import (
+    ShardKind,
+    ShardPlan,
+    TensorShard,
+    plan_tensor_parallel,
+    shapes_of_layout,
+)
 from k2rl.weights.shm import (
     SharedBuffer,
     SharedMemoryError,
@@ -54,8 +64,10 @@ from k2rl.weights.writer import (
 __all__ = [
     "DEFAULT_ALIGNMENT", "DEFAULT_BUCKET_BYTES", "BucketLayout", "BucketPlan", "BufferDescriptor", "Checksum",
     "ChecksumAlgorithm", "ChecksumMismatch", "IpcKind", "LayoutError", "OpenedBuffer", "Selector", "ShardEntry",
-    "SharedBuffer", "SharedMemoryError", "StagedVersion", "TensorPiece", "TensorSpec", "WeightReceiver",
-    "WeightStager", "attach_buffer", "bucket_offsets", "compute_checksum", "create_buffer", "describe_cuda",
-    "describe_shm", "dtype_from_name", "dtype_name", "element_size", "open_buffer", "pack_bucket", "plan_buckets",
-    "reap_orphans", "select_shard", "tensor_bytes", "this_node", "typed_view", "validate_plan", "verify_checksum",
+    "ShardKind", "ShardPlan", "SharedBuffer", "SharedMemoryError", "StagedVersion", "StreamingChecksum",
+    "TensorPiece", "TensorShard",
+    "TensorSpec", "WeightReceiver", "WeightStager", "attach_buffer", "bucket_offsets", "compute_checksum",
+    "create_buffer", "describe_cuda", "describe_shm", "dtype_from_name", "dtype_name", "element_size", "hashed_copy",
+    "open_buffer", "pack_bucket", "plan_buckets", "plan_tensor_parallel", "reap_orphans", "select_shard",
+    "shapes_of_layout", "tensor_bytes", "this_node", "typed_view", "validate_plan", "verify_checksum",
 ]

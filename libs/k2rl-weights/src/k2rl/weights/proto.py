@@ -22,9 +22,11 @@ _ALGORITHM_TO_PROTO = {
     ChecksumAlgorithm.CRC32: common_pb2.CHECKSUM_ALGORITHM_CRC32,
     ChecksumAlgorithm.SHA256: common_pb2.CHECKSUM_ALGORITHM_SHA256,
     ChecksumAlgorithm.SUM64: common_pb2.CHECKSUM_ALGORITHM_SUM64,
+    ChecksumAlgorithm.XXH3_64: common_pb2.CHECKSUM_ALGORITHM_XXH3_64,
 }
 _ALGORITHM_FROM_PROTO = {v: k for k, v in _ALGORITHM_TO_PROTO.items()}
-_DIGEST_BYTES = {ChecksumAlgorithm.CRC32: 4, ChecksumAlgorithm.SHA256: 32, ChecksumAlgorithm.SUM64: 8}
+_DIGEST_BYTES = {ChecksumAlgorithm.CRC32: 4, ChecksumAlgorithm.SHA256: 32, ChecksumAlgorithm.SUM64: 8,
+                 ChecksumAlgorithm.XXH3_64: 8}
 _KIND_TO_PROTO = {IpcKind.POSIX_SHM: common_pb2.IPC_HANDLE_KIND_POSIX_SHM, IpcKind.CUDA_IPC: common_pb2.IPC_HANDLE_KIND_CUDA_IPC}
 _KIND_FROM_PROTO = {v: k for k, v in _KIND_TO_PROTO.items()}
 

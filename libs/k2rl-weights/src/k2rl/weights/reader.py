@@ -5,6 +5,15 @@ checkpoint engine's GetShardPlan uses it, so do replicas). ``WeightReceiver`` ru
 update on a replica: it opens the engine's IPC slots, verifies each bucket's checksum in
 place, copies out only the selected bytes, and hands over the complete set of named
 tensors at ``commit`` - never a partial one, so the caller can apply it atomically.
+
+Copies go straight into destination tensors: the caller's own (``begin(destinations=...)``,
+e.g. the standby half of a double-buffered parameter set, reused every version) or, for
+names without one, fresh tensors. Reusing storage matters on the host: first-touch page
+faults make writing a new allocation several times slower than a memcpy. On the host the
+checksum is computed in the same pass as the copy, chunk by chunk while each chunk is in
+cache (one read of the slot instead of two); a mismatch surfaces at the end of the bucket,
+when its bytes already sit in destinations the caller does not serve - nothing is handed
+over, so the update stays all-or-nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from k2rl.weights.checksum import ChecksumMismatch, verify_checksum
+from k2rl.weights.checksum import ChecksumMismatch, StreamingChecksum, hashed_copy, verify_checksum
 from k2rl.weights.ipc import BufferDescriptor, OpenedBuffer, open_buffer
 from k2rl.weights.layout import BucketLayout, LayoutError, TensorPiece, TensorSpec
 
@@ -88,13 +97,23 @@ class WeightReceiver:
         self._bucket_count = 0
         self._next_bucket = 0
         self._verify = True
-        self._assembling: dict[str, torch.Tensor] = {}  # name -> whole-tensor bytes, pieces filled in
-        self._filled: dict[str, int] = {}
+        self._destinations: Mapping[str, torch.Tensor] = {}
+        self._filling: dict[str, torch.Tensor] = {}  # name -> destination being written
+        self._filled: dict[str, int] = {}  # name -> bytes of the (whole) tensor written so far
+        self._assembly: dict[str, torch.Tensor] = {}  # split tensors cut by a selector: whole bytes, reused
         self._done: dict[str, torch.Tensor] = {}
         self.bytes_loaded = 0
 
-    def begin(self, version: int, bucket_count: int, slots: Mapping[int, BufferDescriptor], verify: bool = True) -> None:
-        """Start receiving ``version``; opens slot buffers (kept open while descriptors repeat)."""
+    def begin(self, version: int, bucket_count: int, slots: Mapping[int, BufferDescriptor], verify: bool = True,
+              destinations: Mapping[str, torch.Tensor] | None = None) -> None:
+        """Start receiving ``version``; opens slot buffers (kept open while descriptors repeat).
+
+        ``destinations``: tensors to write selected tensors into (name -> a contiguous tensor
+        of the selected shape, dtype and this receiver's device). ``commit`` returns them;
+        a tensor that does not match is replaced by a fresh one. The caller must not read
+        them until ``commit`` and keeps them apart from what it serves (a failed update
+        leaves them partly written).
+        """
         self.abort()
         for slot, descriptor in slots.items():
             held = self._slots.get(slot)
@@ -106,9 +125,11 @@ class WeightReceiver:
         for slot in set(self._slots) - set(slots):
             self._slots.pop(slot).close()
         self._version, self._bucket_count, self._verify = version, bucket_count, verify
+        self._destinations = destinations or {}
 
-    def load_bucket(self, bucket: BucketLayout, slot: int) -> int:
-        """Verify ``bucket`` in ``slot`` and copy out what is selected; return bytes copied.
+    def load_bucket(self, bucket: BucketLayout, slot: int, slot_byte_offset: int = 0) -> int:
+        """Verify ``bucket`` (at ``slot_byte_offset`` in ``slot``) and copy out what is
+        selected; return bytes copied.
 
         Raises ChecksumMismatch / LayoutError; the update is then dead (call ``abort``).
         """
@@ -119,47 +140,100 @@ class WeightReceiver:
         opened = self._slots.get(slot)
         if opened is None:
             raise LayoutError(f"bucket {bucket.index} names slot {slot}, which begin did not announce")
-        if bucket.byte_size > opened.tensor.numel():
-            raise LayoutError(f"bucket {bucket.index} ({bucket.byte_size} bytes) exceeds slot {slot}")
-        data = opened.tensor[:bucket.byte_size]
-        if self._verify:
-            if bucket.checksum is None:
-                raise ChecksumMismatch(f"bucket {bucket.index} carries no checksum and verification is on")
-            verify_checksum(data, bucket.checksum, f"bucket {bucket.index}")
-        copied = 0
-        for piece in bucket.pieces:
+        if slot_byte_offset < 0 or slot_byte_offset + bucket.byte_size > opened.tensor.numel():
+            raise LayoutError(f"bucket {bucket.index} ({bucket.byte_size} bytes at offset {slot_byte_offset}) "
+                              f"exceeds slot {slot}")
+        data = opened.tensor[slot_byte_offset:slot_byte_offset + bucket.byte_size]
+        digest = self._start_verification(bucket, data)
+        copied, position = 0, 0
+        for piece in sorted(bucket.pieces, key=lambda p: p.byte_offset):
+            piece_bytes = data[piece.byte_offset:piece.byte_offset + piece.byte_size]
+            if digest is not None:
+                digest.update(data[position:piece.byte_offset])  # alignment gap
             selector = self._wanted(piece.name)
             if selector is None:
-                continue
-            selector.check(piece.spec)
-            piece_bytes = data[piece.byte_offset:piece.byte_offset + piece.byte_size]
-            if piece.whole:
-                self._done[piece.name] = selector.apply(typed_view(piece_bytes, piece.spec)).to(self._device, copy=True)
-                copied += self._done[piece.name].numel() * self._done[piece.name].element_size()
-                continue
-            whole = self._assembling.get(piece.name)
-            if whole is None:
-                whole = self._assembling[piece.name] = torch.empty(piece.spec.nbytes, dtype=torch.uint8)
-                self._filled[piece.name] = 0
-            whole[piece.tensor_byte_offset:piece.tensor_byte_offset + piece.byte_size].copy_(piece_bytes)
-            self._filled[piece.name] += piece.byte_size
-            copied += piece.byte_size
-            if self._filled[piece.name] == piece.spec.nbytes:
-                assembled = typed_view(self._assembling.pop(piece.name), piece.spec)
-                self._done[piece.name] = selector.apply(assembled).to(self._device, copy=True)
+                if digest is not None:
+                    digest.update(piece_bytes)
+            else:
+                selector.check(piece.spec)
+                copied += self._copy_piece(piece, selector, piece_bytes, digest)
+            position = piece.byte_offset + piece.byte_size
+        if digest is not None:
+            digest.update(data[position:])
+            if digest.checksum() != bucket.checksum:
+                raise ChecksumMismatch(f"bucket {bucket.index}: checksum {digest.checksum().hex()} != expected "
+                                       f"{bucket.checksum.hex()}")  # type: ignore[union-attr]
         self._next_bucket += 1
         self.bytes_loaded += copied
         return copied
+
+    def _start_verification(self, bucket: BucketLayout, data: torch.Tensor) -> StreamingChecksum | None:
+        """Verify ``data`` now (device memory, SUM64), or return the digest to feed while copying."""
+        if not self._verify:
+            return None
+        if bucket.checksum is None:
+            raise ChecksumMismatch(f"bucket {bucket.index} carries no checksum and verification is on")
+        if data.device.type == "cpu" and StreamingChecksum.streams(bucket.checksum.algorithm):
+            return StreamingChecksum(bucket.checksum.algorithm)
+        verify_checksum(data, bucket.checksum, f"bucket {bucket.index}")
+        return None
+
+    def _copy_piece(self, piece: TensorPiece, selector: Selector, piece_bytes: torch.Tensor,
+                    digest: StreamingChecksum | None) -> int:
+        """Write one piece into its destination (feeding ``digest`` all of its bytes); a
+        tensor is done once all its bytes are in."""
+        if selector.dim is not None and digest is not None:
+            digest.update(piece_bytes)  # a slice is cut from typed views below, not copied byte for byte
+            digest = None
+        if piece.whole:
+            out = self._destination(piece.spec, selector)
+            if selector.dim is None:
+                hashed_copy(_as_bytes(out), piece_bytes, digest)
+            else:
+                out.copy_(selector.apply(typed_view(piece_bytes, piece.spec)))
+            self._done[piece.name] = out
+            return out.numel() * out.element_size()
+        if selector.dim is None:  # a whole tensor split over buckets: each piece lands in place
+            target = self._filling.get(piece.name)
+            if target is None:
+                target = self._filling[piece.name] = _as_bytes(self._destination(piece.spec, selector))
+        else:  # a slice of a split tensor: assemble the whole bytes first, then cut
+            target = self._assembly.get(piece.name)
+            if target is None or target.numel() != piece.spec.nbytes:
+                target = self._assembly[piece.name] = torch.empty(piece.spec.nbytes, dtype=torch.uint8)
+            self._filling.setdefault(piece.name, target)
+        hashed_copy(target[piece.tensor_byte_offset:piece.tensor_byte_offset + piece.byte_size], piece_bytes, digest)
+        self._filled[piece.name] = self._filled.get(piece.name, 0) + piece.byte_size
+        if self._filled[piece.name] == piece.spec.nbytes:
+            del self._filling[piece.name], self._filled[piece.name]
+            if selector.dim is None:
+                self._done[piece.name] = typed_view(target, piece.spec)
+            else:
+                out = self._destination(piece.spec, selector)
+                out.copy_(selector.apply(typed_view(target, piece.spec)))
+                self._done[piece.name] = out
+        return piece.byte_size
+
+    def _destination(self, spec: TensorSpec, selector: Selector) -> torch.Tensor:
+        """The caller's tensor for this selection when it fits, else a new one."""
+        shape = list(spec.shape)
+        if selector.dim is not None:
+            shape[selector.dim] = selector.length
+        given = self._destinations.get(spec.name)
+        if (given is not None and list(given.shape) == shape and given.dtype == spec.dtype
+                and given.device == self._device and given.is_contiguous()):
+            return given
+        return torch.empty(shape, dtype=spec.dtype, device=self._device)
 
     def commit(self, version: int, bucket_count: int) -> dict[str, torch.Tensor]:
         """Every bucket arrived and every selected tensor is complete: hand them over."""
         if version != self._version or bucket_count != self._bucket_count or self._next_bucket != bucket_count:
             raise LayoutError(f"commit of version {version} with {bucket_count} buckets does not match the update "
                               f"in progress (version {self._version}, {self._next_bucket}/{self._bucket_count} buckets)")
-        missing = sorted(set(self._selectors) - set(self._done)) + sorted(self._assembling)
+        missing = sorted(set(self._selectors) - set(self._done)) + sorted(self._filling)
         if missing:
             raise LayoutError(f"version {version} is missing selected tensors: {', '.join(missing[:5])}")
-        result = {name: tensor.contiguous() for name, tensor in self._done.items()}
+        result = dict(self._done)
         self._reset()
         return result
 
@@ -169,6 +243,7 @@ class WeightReceiver:
 
     def close(self) -> None:
         self._reset()
+        self._assembly.clear()
         for opened in self._slots.values():
             opened.close()
         self._slots.clear()
@@ -180,7 +255,13 @@ class WeightReceiver:
 
     def _reset(self) -> None:
         self._version = self._bucket_count = self._next_bucket = 0
-        self._assembling.clear()
+        self._destinations = {}
+        self._filling.clear()
         self._filled.clear()
         self._done.clear()
         self.bytes_loaded = 0
+
+
+def _as_bytes(tensor: torch.Tensor) -> torch.Tensor:
+    """A flat uint8 view of a contiguous tensor's storage (no copy)."""
+    return tensor.view(-1).view(torch.uint8)

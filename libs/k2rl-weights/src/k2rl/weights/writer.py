@@ -83,7 +83,7 @@ class WeightStager:
     """
 
     def __init__(self, bucket_bytes: int = DEFAULT_BUCKET_BYTES,
-                 algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32, tag: str = "stage") -> None:
+                 algorithm: ChecksumAlgorithm = ChecksumAlgorithm.XXH3_64, tag: str = "stage") -> None:
         self.bucket_bytes = bucket_bytes
         self.algorithm = algorithm
         self._tag = tag

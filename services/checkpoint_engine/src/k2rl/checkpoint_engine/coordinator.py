@@ -82,6 +82,7 @@ class Coordinator:
         self._clock = clock
         self._workers: dict[str, Worker] = {}
         self._changed = threading.Condition()
+        self._generation = 0  # bumped with every notification of a change
         self._latest: VersionState | None = self._load_latest()
 
     # --- workers ---
@@ -103,7 +104,7 @@ class Coordinator:
             worker = Worker(f"{_kind_prefix(request.kind)}-{uuid.uuid4().hex[:12]}", request, now + self._ttl_s,
                             request.weight_version)
             self._workers[worker.worker_id] = worker
-            self._changed.notify_all()
+            self._bump()
             return worker, self._lease(worker), self._latest_version()
 
     def heartbeat(self, worker_id: str, weight_version: int) -> tuple[ce.Lease, common_pb2.WeightVersion]:
@@ -112,14 +113,14 @@ class Coordinator:
             worker.expires_at = self._clock() + self._ttl_s
             if worker.kind == REPLICA and worker.weight_version != weight_version:
                 worker.weight_version = weight_version
-                self._changed.notify_all()
+                self._bump()
             return self._lease(worker), self._latest_version()
 
     def deregister(self, worker_id: str) -> None:
         with self._changed:
             if self._workers.pop(worker_id, None) is None:
                 raise NotFound(f"worker {worker_id!r} is not registered", field="worker_id")
-            self._changed.notify_all()
+            self._bump()
 
     def worker(self, worker_id: str) -> Worker:
         with self._changed:
@@ -150,7 +151,7 @@ class Coordinator:
                     f"version {latest} was superseded by {plan.version.version} before it completed"))
             self._latest = VersionState(plan)
             self._persist()
-            self._changed.notify_all()
+            self._bump()
             return plan.version, len(self._live(REPLICA))
 
     def plan(self, version: int) -> ce.GetVersionPlanResponse:
@@ -170,6 +171,7 @@ class Coordinator:
                 self._on_progress(request)
             if state.plan.phase in (ce.VERSION_PHASE_FAILED, ce.VERSION_PHASE_COMPLETE):
                 return state.plan.phase
+            before = state.plan.phase
             if request.phase == ce.VERSION_PHASE_FAILED:
                 state.plan.phase = ce.VERSION_PHASE_FAILED
                 state.error = request.error
@@ -182,8 +184,8 @@ class Coordinator:
                 if request.phase == ce.VERSION_PHASE_COMPLETE:
                     state.finished.add(worker.worker_id)
                     self._complete_if_done(state)
-            self._persist()
-            self._changed.notify_all()
+            self._persist_if_ended(state, before)
+            self._bump()
             return state.plan.phase
 
     def report_update(self, request: ce.ReportUpdateRequest) -> tuple[common_pb2.WeightVersion, bool]:
@@ -203,13 +205,17 @@ class Coordinator:
                 replica.weight_version = 0
             if self._latest is not None and self._latest.plan.phase == ce.VERSION_PHASE_DISTRIBUTING:
                 self._complete_if_done(self._latest)
-                self._persist()
-            self._changed.notify_all()
+                self._persist_if_ended(self._latest, ce.VERSION_PHASE_DISTRIBUTING)
+            self._bump()
             will_retry = request.outcome == common_pb2.WEIGHT_UPDATE_OUTCOME_DISCARDED
             return self._latest_version(), will_retry
 
-    def status(self) -> ce.GetVersionResponse:
+    def status(self, changed_since: int = 0, wait_s: float = 0.0) -> ce.GetVersionResponse:
+        """The current state; with ``wait_s``, first wait (at most that long) until it
+        differs from generation ``changed_since`` (a long poll)."""
         with self._changed:
+            if wait_s > 0:
+                self._changed.wait_for(lambda: self._generation != changed_since, timeout=wait_s)
             return self._status()
 
     def wait(self, min_version: int, replica_ids: list[str], is_active: Callable[[], bool],
@@ -239,6 +245,10 @@ class Coordinator:
                 self._changed.wait(poll_s)
 
     # --- internals (caller holds the lock) ---
+
+    def _bump(self) -> None:
+        self._generation += 1
+        self._changed.notify_all()
 
     def _progress(self, target: int, replica_ids: list[str], previous: dict[str, tuple[int, int]]
                   ) -> tuple[ce.WaitForVersionResponse, dict[str, tuple[int, int]], bool]:
@@ -328,7 +338,14 @@ class Coordinator:
             latest_version=self._latest_version(),
             latest_phase=self._latest.plan.phase if self._latest else ce.VERSION_PHASE_UNSPECIFIED,
             fleet_version=min(live) if live else 0,
-            replicas=[self._replica_proto(w, now) for w in replicas])
+            replicas=[self._replica_proto(w, now) for w in replicas], generation=self._generation)
+
+    def _persist_if_ended(self, state: VersionState, phase_before: int) -> None:
+        """Store the plan when its version just ended. Nothing else about it changes after
+        publish, and a restart resumes GATHERING and DISTRIBUTING alike (``_load_latest``),
+        so the in-between transitions need no write (each one is an fsync)."""
+        if state.plan.phase != phase_before and state.plan.phase in (ce.VERSION_PHASE_COMPLETE, ce.VERSION_PHASE_FAILED):
+            self._persist()
 
     def _persist(self) -> None:
         assert self._latest is not None

@@ -22,7 +22,7 @@ from k2rl.checkpoint_engine.service import SERVICE
 from k2rl.checkpoint_engine.v1 import checkpoint_engine_pb2 as ce
 from k2rl.checkpoint_engine.v1 import checkpoint_engine_pb2_grpc
 from k2rl.core.testing import free_loopback_port, serve_in_process
-from k2rl.weights import ChecksumAlgorithm, Selector, WeightStager
+from k2rl.weights import ChecksumAlgorithm, Selector, StagedVersion, WeightStager
 from k2rl.weights import proto as wire
 
 
@@ -58,18 +58,23 @@ class Cluster:
 
     def publish(self, params: list[dict[str, torch.Tensor]], step: int, corrupt_bucket: int | None = None) -> int:
         """Trainer ranks stage their parameters; rank 0 publishes the combined plan."""
-        self._renew_trainers()
-        request = ce.PublishVersionRequest(trainer=ce.TrainerWeightSource(world_size=len(params)))
-        for rank, (stager, tensors) in enumerate(zip(self.stagers, params, strict=True)):
-            staged = stager.stage(tensors)
-            request.buckets.extend(wire.planned_buckets(staged, self.trainer_ids[rank], first_index=len(request.buckets)))
-            if corrupt_bucket is not None and rank == 0:
-                stager.staging[staged.offsets[corrupt_bucket] + 5] ^= 0xFF
+        staged = [stager.stage(tensors) for stager, tensors in zip(self.stagers, params, strict=True)]
+        if corrupt_bucket is not None:
+            self.stagers[0].staging[staged[0].offsets[corrupt_bucket] + 5] ^= 0xFF
+        self.renew_trainers()
+        return self.publish_staged(staged, step)
+
+    def publish_staged(self, staged: list[StagedVersion], step: int) -> int:
+        """Publish what the trainer ranks' stagers hold (``staged[rank]``, from their ``stage``);
+        their leases must be current (``renew_trainers``)."""
+        request = ce.PublishVersionRequest(trainer=ce.TrainerWeightSource(world_size=len(staged)))
+        for rank, version in enumerate(staged):
+            request.buckets.extend(wire.planned_buckets(version, self.trainer_ids[rank], first_index=len(request.buckets)))
         request.version.trainer_step = step
         request.version.total_bytes = sum(p.bucket.byte_size for p in request.buckets)
         return self.stub.PublishVersion(request, timeout=30).version.version
 
-    def _renew_trainers(self) -> None:
+    def renew_trainers(self) -> None:
         """Keep the trainer ranks' leases (a real trainer heartbeats on a timer)."""
         for rank, worker_id in enumerate(self.trainer_ids):
             try:
@@ -119,7 +124,7 @@ def make_params(seed: int, layers: int = 3, width: int = 64) -> list[dict[str, t
 @contextmanager
 def cluster(tmp_path: Path, *, workers: int = 2, bucket_bytes: int = 16 * 1024, pipeline: str = "two_stage",
             verify_source: bool = True, collective_timeout_s: float = 10, lease_ttl_ms: int = 3000,
-            data_path: str = "auto", checksum: ChecksumAlgorithm = ChecksumAlgorithm.CRC32) -> Iterator[Cluster]:
+            data_path: str = "auto", checksum: ChecksumAlgorithm = ChecksumAlgorithm.XXH3_64) -> Iterator[Cluster]:
     out = tmp_path / "replicas"
     out.mkdir()
     with ExitStack() as stack:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 from k2rl.checkpoint_engine.v1 import checkpoint_engine_pb2 as ce
@@ -82,8 +83,17 @@ def _check_trainer_plan(request: ce.PublishVersionRequest, bucket_bytes: int, ma
         raise InvalidArgument(f"is {request.version.total_bytes}, the buckets hold {total}", field="version.total_bytes")
 
 
-def checkpoint_specs(path: Path) -> list[tuple[TensorSpec, Path]]:
-    """Every tensor of an HF safetensors checkpoint with its file, from headers alone.
+@dataclass(frozen=True)
+class StoredTensor:
+    """A checkpoint tensor and where its bytes are: ``file`` from byte ``data_offset`` on."""
+
+    spec: TensorSpec
+    file: Path
+    data_offset: int
+
+
+def checkpoint_specs(path: Path) -> list[StoredTensor]:
+    """Every tensor of an HF safetensors checkpoint with its place on disk, from headers alone.
 
     FP8 block-quantised checkpoints are carried as stored (weights and their scale_inv
     tensors); dequantising is the replica's loader's job, as when it reads the files.
@@ -93,30 +103,37 @@ def checkpoint_specs(path: Path) -> list[tuple[TensorSpec, Path]]:
     files = sorted(path.glob("*.safetensors"))
     if not files:
         raise InvalidArgument(f"no *.safetensors files in {path}", field="checkpoint.path")
-    specs = []
+    stored = []
     for file in files:
-        for name, entry in sorted(_header(file).items()):
+        header_bytes, header = _header(file)
+        for name, entry in sorted(header.items()):
             if name == "__metadata__":
                 continue
             dtype = _SAFETENSORS_DTYPES.get(entry["dtype"])
             if dtype is None:
                 raise InvalidArgument(f"{file.name}: tensor {name} has unsupported dtype {entry['dtype']}", field="checkpoint.path")
-            specs.append((TensorSpec(name, tuple(entry["shape"]), dtype_from_name(dtype)), file))
-    return specs
+            spec = TensorSpec(name, tuple(entry["shape"]), dtype_from_name(dtype))
+            begin, end = entry["data_offsets"]
+            if end - begin != spec.nbytes:
+                raise InvalidArgument(f"{file.name}: tensor {name} spans {end - begin} bytes, its shape and dtype need "
+                                      f"{spec.nbytes}", field="checkpoint.path")
+            stored.append(StoredTensor(spec, file, 8 + header_bytes + begin))
+    return stored
 
 
 def plan_checkpoint(path: Path, bucket_bytes: int) -> tuple[BucketLayout, ...]:
-    specs = [spec for spec, _ in checkpoint_specs(path)]
+    specs = [stored.spec for stored in checkpoint_specs(path)]
     try:
         return plan_buckets(specs, bucket_bytes).buckets
     except LayoutError as error:
         raise InvalidArgument(str(error), field="checkpoint.path") from None
 
 
-def _header(file: Path) -> dict:
+def _header(file: Path) -> tuple[int, dict]:
+    """The header's length in bytes (the data follow it) and its parsed JSON."""
     with file.open("rb") as handle:
         (length,) = struct.unpack("<Q", handle.read(8))
         if length > 100 * 2**20:
             raise InvalidArgument(f"{file.name}: safetensors header of {length} bytes is implausible", field="checkpoint.path")
-        return json.loads(handle.read(length))
+        return length, json.loads(handle.read(length))
 

@@ -4,7 +4,9 @@ Serves InferenceService.UpdateWeights with k2rl.weights.WeightReceiver (the same
 the real inference service uses), for tests and benchmarks of the engine alone. It
 registers with the coordinator and heartbeats its
 version. After each applied version it writes what it holds to <out>/<name>.safetensors
-(atomically), so the test can compare bytes with the trainer's.
+(atomically), so the test can compare bytes with the trainer's. Like a real replica it keeps
+two parameter sets, the one it serves and a standby one that the next update is written into
+in place (no new allocation per version).
 
     python -m k2rl.checkpoint_engine.reference_replica --coordinator HOST:PORT --name r0 --out DIR [--selectors JSON]
 """
@@ -20,6 +22,7 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
+import torch
 from safetensors.torch import save_file
 
 from k2rl.checkpoint_engine.v1 import checkpoint_engine_pb2 as ce
@@ -36,6 +39,8 @@ class Replica(inference_pb2_grpc.InferenceServiceServicer):
         self.dump = dump
         self.receiver = WeightReceiver(selectors)
         self.version = common_pb2.WeightVersion()
+        self.served: dict[str, torch.Tensor] = {}
+        self.standby: dict[str, torch.Tensor] = {}  # the set before ``served``: the next update's destination
         self.out, self.name = out, name
         self.lock = threading.Lock()
 
@@ -44,12 +49,13 @@ class Replica(inference_pb2_grpc.InferenceServiceServicer):
         with self.lock:
             begin = next(requests).begin
             slots = {s.slot: wire.descriptor_from_proto(s.handle) for s in begin.slots}
-            self.receiver.begin(begin.version.version, begin.bucket_count, slots, not begin.skip_checksum_verification)
+            self.receiver.begin(begin.version.version, begin.bucket_count, slots, not begin.skip_checksum_verification,
+                                destinations=self.standby)
             try:
                 for request in requests:
                     if request.WhichOneof("step") == "bucket":
                         bucket = wire.bucket_from_proto(request.bucket.bucket)
-                        self.receiver.load_bucket(bucket, request.bucket.slot)
+                        self.receiver.load_bucket(bucket, request.bucket.slot, request.bucket.slot_byte_offset)
                         yield inference_pb2.UpdateWeightsResponse(bucket_loaded=inference_pb2.UpdateWeightsBucketLoaded(
                             bucket_index=bucket.index, slot=request.bucket.slot))
                     else:
@@ -60,6 +66,7 @@ class Replica(inference_pb2_grpc.InferenceServiceServicer):
                             save_file(tensors, str(tmp), metadata={"version": str(begin.version.version)})
                             os.replace(tmp, self.out / f"{self.name}.safetensors")
                         self.version = begin.version
+                        self.standby, self.served = self.served, tensors
                         yield self._result(common_pb2.WEIGHT_UPDATE_OUTCOME_APPLIED, None, loaded, start)
                         return
             except ChecksumMismatch as error:

@@ -41,9 +41,10 @@ class ReplicaSession:
         return self.error is not None or (self.result is not None and self.result.outcome not in (
             common_pb2.WEIGHT_UPDATE_OUTCOME_APPLIED, common_pb2.WEIGHT_UPDATE_OUTCOME_ALREADY_CURRENT))
 
-    def send_bucket(self, bucket: BucketLayout, slot: int) -> None:
+    def send_bucket(self, bucket: BucketLayout, slot: int, slot_byte_offset: int = 0) -> None:
         if not self.failed:
-            message = inference_pb2.UpdateWeightsBucket(bucket=wire.bucket_to_proto(bucket), slot=slot)
+            message = inference_pb2.UpdateWeightsBucket(bucket=wire.bucket_to_proto(bucket), slot=slot,
+                                                        slot_byte_offset=slot_byte_offset)
             self._requests.put(inference_pb2.UpdateWeightsRequest(bucket=message))
 
     def wait_acked(self, bucket_index: int) -> None:

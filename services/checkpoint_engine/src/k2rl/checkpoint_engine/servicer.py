@@ -39,7 +39,7 @@ class CheckpointEngineServicer(checkpoint_engine_pb2_grpc.CheckpointEngineServic
         return ce.PublishVersionResponse(version=version, bucket_count=len(plan.buckets), target_replicas=targets)
 
     def GetVersion(self, request: ce.GetVersionRequest, context: grpc.ServicerContext) -> ce.GetVersionResponse:
-        return self._coordinator.status()
+        return self._coordinator.status(request.changed_since, request.wait_ms / 1000)
 
     def GetShardPlan(self, request: ce.GetShardPlanRequest, context: grpc.ServicerContext) -> ce.GetShardPlanResponse:
         plan = self._coordinator.plan(request.version)

@@ -39,5 +39,7 @@ class WorkerSettings(ServiceSettings):
         "slots (multi-node); auto = shared_slots when all workers report the same node"))
     collective_timeout_s: float = Field(30.0, gt=0, description="a collective that takes longer fails the update")
     replica_timeout_s: float = Field(30.0, gt=0, description="longest wait for a replica's acknowledgement")
-    poll_interval_s: float = Field(0.05, gt=0, description="how often rank 0 asks the coordinator for work")
+    poll_interval_s: float = Field(0.5, gt=0, description=(
+        "longest wait of rank 0's long poll for work at the coordinator (it answers at once when a version is "
+        "published or a replica joins); capped at a quarter of collective_timeout_s"))
     verify_source_checksums: bool = Field(True, description="check each bucket against its checksum on gather")

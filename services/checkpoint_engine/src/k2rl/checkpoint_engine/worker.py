@@ -2,10 +2,15 @@
 over torch.distributed, and feeds the replicas assigned to it from two IPC slots.
 
 Pipeline (K2 Appendix G). Bucket i is owned by worker i % world_size, which gathers it
-(the "H2D" copy: on CPU a copy out of the trainer's shared staging buffer or from disk).
-  * two_stage (default, what K2 runs): every worker gathers its whole share first, then
-    broadcast and reload overlap: bucket i+1 is broadcast into one slot while replicas
-    reload bucket i from the other.
+(the "H2D" copy: on CPU a copy out of the trainer's shared staging buffer or from disk,
+verified against the bucket's checksum in the same pass over the bytes).
+  * two_stage (default, what K2 runs): every worker gathers its whole share first into its
+    share buffer (shared memory, buckets at share_offsets), then broadcast and reload
+    overlap: bucket i+1 is broadcast into one slot while replicas reload bucket i from
+    the other. On one node (shared_slots) there is nothing left to broadcast: the workers
+    swap their share buffers' descriptors once and every replica reads every bucket
+    straight from its owner's share buffer - one copy of each byte on the engine side, no
+    per-bucket collective.
   * three_stage: gathering bucket i+1 into the single H2D buffer also overlaps with the
     broadcast of bucket i (a copy thread).
 Data path (``WorkerSettings.data_path``, chosen at start from the nodes the workers run on):
@@ -18,11 +23,13 @@ Data path (``WorkerSettings.data_path``, chosen at start from the nodes the work
     slot (i // world_size) % 2 and every replica reads it from there (all 2 * world_size
     slots are announced in begin). Per bucket one 8-byte all_reduce carries the checksum of
     a disk bucket and doubles as the barrier that says "bucket i is written, and every
-    replica released the slot bucket i + 1 will overwrite". Every collective runs under the group's timeout; on any collective failure (a peer
-died) the worker reports the version FAILED, cancels its replica streams (they keep their
-previous version) and exits non-zero instead of hanging.
+    replica released the slot bucket i + 1 will overwrite" (three_stage; two_stage reads
+    the share buffers, see above). Every collective runs under the group's timeout; on any
+    collective failure (a peer died) the worker reports the version FAILED, cancels its
+    replica streams (they keep their previous version) and exits non-zero instead of hanging.
 
-Control: rank 0 asks the coordinator what to do next and broadcasts the decision, so all
+Control: rank 0 asks the coordinator what to do next (a long poll that answers as soon as
+a version is published or a replica joins) and broadcasts the decision, so all
 ranks run the same job: a global update for a new version, or a P2P push of the current
 version to replicas that joined late (only the owners of buckets send, point to point, to
 the worker serving the replica; no global broadcast).
@@ -56,12 +63,14 @@ from k2rl.core.client import ClientOptions, close_stub, create_stub
 from k2rl.core.config import load_settings
 from k2rl.inference.v1 import inference_pb2, inference_pb2_grpc
 from k2rl.weights import (
+    DEFAULT_ALIGNMENT,
     BucketLayout,
     BufferDescriptor,
     Checksum,
     ChecksumAlgorithm,
     ChecksumMismatch,
     SharedBuffer,
+    StreamingChecksum,
     compute_checksum,
     create_buffer,
     describe_shm,
@@ -105,7 +114,10 @@ class EngineWorker:
         self._worker_id = ""
         self._slots: list[SharedBuffer] = []
         self._shared: list[BufferDescriptor] | None = None  # all workers' slots when shared (one node)
-        self._h2d: torch.Tensor | None = None
+        self._replica_stubs: dict[str, object] = {}  # address -> InferenceService stub, reused across versions
+        self._trainer_source = TrainerSource()  # keeps the trainers' staging buffers mapped
+        self._share: SharedBuffer | None = None  # two_stage: this worker's gathered share
+        self._generation = 0  # of the coordinator's state, for the long poll
         self._done_version = 0
         self._retained: tuple[int, dict[int, torch.Tensor]] = (0, {})  # two-stage share of the last version
         self._attempted: set[tuple[str, int]] = set()
@@ -168,6 +180,11 @@ class EngineWorker:
             pass
         for slot in self._slots:
             slot.close()
+        if self._share is not None:
+            self._share.close()
+        self._trainer_source.close()
+        for stub in self._replica_stubs.values():
+            close_stub(stub)
         close_stub(self._coordinator)
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -199,18 +216,22 @@ class EngineWorker:
             current: Job = job[0]  # type: ignore[assignment]
             if current.kind == "stop":
                 return
-            if current.kind == "idle":
-                time.sleep(self.settings.poll_interval_s)
+            if current.kind == "idle":  # rank 0 already waited for a change (long poll)
                 continue
             self._execute(current)
 
     def _next_job(self) -> Job:
         if self._stop.is_set():
             return Job("stop")
+        # Every other rank waits in the job broadcast meanwhile: stay well inside its timeout.
+        wait_s = min(self.settings.poll_interval_s, self.settings.collective_timeout_s / 4)
         try:
-            status = self._coordinator.GetVersion(ce.GetVersionRequest(), timeout=5)
+            status = self._coordinator.GetVersion(
+                ce.GetVersionRequest(changed_since=self._generation, wait_ms=int(wait_s * 1000)), timeout=wait_s + 5)
         except grpc.RpcError:
+            self._stop.wait(wait_s)
             return Job("idle")
+        self._generation = status.generation
         latest = status.latest_version.version
         live = [r for r in status.replicas if r.live]
         if latest > self._done_version and status.latest_phase in (ce.VERSION_PHASE_GATHERING, ce.VERSION_PHASE_DISTRIBUTING):
@@ -243,10 +264,16 @@ class EngineWorker:
         version = plan.version.version
         buckets = [wire.bucket_from_proto(p.bucket) for p in plan.buckets]
         times = PhaseTimes()
-        source = CheckpointSource(plan.checkpoint.path) if plan.HasField("checkpoint") else TrainerSource()
+        if plan.HasField("checkpoint"):
+            source: CheckpointSource | TrainerSource = CheckpointSource(plan.checkpoint.path)
+        else:
+            source = self._trainer_source
+            source.keep_only(plan.buckets)
         serving = {i % self.world_size for i in range(len(replicas))}
         mine = [r for i, r in enumerate(replicas) if i % self.world_size == self.rank]
-        sessions = self._open_sessions(plan.version, len(buckets), mine)
+        # two_stage on one node: replicas read the share buffers, announced once they are filled
+        direct = self._shared is not None and self.settings.pipeline == "two_stage"
+        sessions = [] if direct else self._open_sessions(plan.version, len(buckets), mine)
         try:
             if p2p and self._retained[0] == version:
                 owned = self._retained[1]  # the trainer may have reused its buffers since
@@ -256,7 +283,11 @@ class EngineWorker:
                 owned = {}
             if not p2p:
                 self._report(version, ce.VERSION_PHASE_DISTRIBUTING, 0, times)
-            if self._shared is not None:
+            if direct:
+                shares, digests = self._exchange_shares(plan, owned, times)
+                sessions = self._open_sessions(plan.version, len(buckets), mine, shares)
+                self._serve_shares(buckets, digests, sessions, times)
+            elif self._shared is not None:
                 self._distribute_shared(plan, buckets, source, owned, sessions, times)
             else:
                 self._distribute(plan, buckets, source, owned, sessions, times, serving if p2p else None)
@@ -272,53 +303,116 @@ class EngineWorker:
                 session.cancel("the engine worker failed the update")
             raise
         finally:
-            source.close()
+            if source is not self._trainer_source:
+                source.close()
         self._report_replicas(version, sessions)
         if not p2p:
             self._report(version, ce.VERSION_PHASE_COMPLETE, sum(b.byte_size for b in buckets), times)
         self.last_times = times
         return times
 
-    def _open_sessions(self, version: common_pb2.WeightVersion, bucket_count: int,
-                       replicas: list[tuple[str, str]]) -> list[ReplicaSession]:
+    def _open_sessions(self, version: common_pb2.WeightVersion, bucket_count: int, replicas: list[tuple[str, str]],
+                       shares: list[BufferDescriptor] = ()) -> list[ReplicaSession]:
+        """Begin an UpdateWeights stream per replica; slots are every bucket slot (rank-major),
+        then each worker's share buffer (slot ``share_slot(rank)``) when given."""
         descriptors = self._shared if self._shared is not None else [describe_shm(s) for s in self._slots]
+        descriptors = [*descriptors, *shares]
         slots = [inference_pb2.IpcSlot(slot=i, handle=wire.descriptor_to_proto(d)) for i, d in enumerate(descriptors)]
         begin = inference_pb2.UpdateWeightsBegin(version=version, bucket_count=bucket_count, slots=slots,
                                                  in_flight_policy=inference_pb2.IN_FLIGHT_POLICY_PAUSE)
         sessions = []
         for replica_id, address in replicas:
-            stub = create_stub(inference_pb2_grpc.InferenceServiceStub, address, self._options)
+            stub = self._replica_stubs.get(address)
+            if stub is None:
+                stub = self._replica_stubs[address] = create_stub(inference_pb2_grpc.InferenceServiceStub, address,
+                                                                  self._options)
             sessions.append(ReplicaSession(stub, replica_id, begin, self.settings.replica_timeout_s))
         return sessions
 
     def _owner(self, index: int) -> int:
         return index % self.world_size
 
+    def _share_offsets(self, buckets: list[BucketLayout]) -> dict[int, int]:
+        """Where each bucket sits in its owner's share buffer: the owner's buckets back to
+        back in index order, each aligned (so typed views of its tensors stay aligned)."""
+        offsets, ends = {}, [0] * self.world_size
+        for bucket in buckets:
+            owner = self._owner(bucket.index)
+            offsets[bucket.index] = ends[owner]
+            ends[owner] = -(-(ends[owner] + bucket.byte_size) // DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT
+        return offsets
+
+    def _share_slot(self, rank: int) -> int:
+        assert self._shared is not None
+        return len(self._shared) + rank
+
     def _gather(self, plan: ce.GetVersionPlanResponse, buckets: list[BucketLayout], source: object,
                 times: PhaseTimes) -> dict[int, torch.Tensor]:
-        """Two-stage step 1: copy this worker's whole share in one go (the H2D stage)."""
+        """Two-stage step 1: copy this worker's whole share in one go (the H2D stage) into its
+        share buffer (shared memory, reused while large enough)."""
         start = time.perf_counter()
+        offsets = self._share_offsets(buckets)
         mine = [b for b in buckets if self._owner(b.index) == self.rank]
-        total = sum(b.byte_size for b in mine)
-        if self._h2d is None or self._h2d.numel() < total:
-            self._h2d = torch.empty(max(total, 1), dtype=torch.uint8)
-        owned, offset = {}, 0
+        total = max((offsets[b.index] + b.byte_size for b in mine), default=1)
+        if self._share is None or self._share.byte_size < total:
+            if self._share is not None:
+                self._share.close()  # views retained for P2P keep the old mapping alive
+            self._share = create_buffer(total, f"ce.r{self.rank}.share")
+        owned = {}
         for bucket in mine:
-            region = self._h2d[offset:offset + bucket.byte_size]
+            region = self._share.tensor[offsets[bucket.index]:offsets[bucket.index] + bucket.byte_size]
             self._load(plan, bucket, source, region, times)
             owned[bucket.index] = region
-            offset += bucket.byte_size
         times.seconds["gather"] += time.perf_counter() - start
         return owned
+
+    def _exchange_shares(self, plan: ce.GetVersionPlanResponse, owned: dict[int, torch.Tensor],
+                         times: PhaseTimes) -> tuple[list[BufferDescriptor], dict[int, bytes]]:
+        """Two-stage on one node: every worker's share buffer, and the digests of disk buckets
+        (a checkpoint plan has none). The all_gather doubles as "every share is gathered"."""
+        start = time.perf_counter()
+        digests = {}
+        if plan.HasField("checkpoint"):
+            digests = {index: compute_checksum(region, ChecksumAlgorithm.SUM64).digest for index, region in owned.items()}
+        assert self._share is not None
+        everyone: list[tuple[BufferDescriptor, dict[int, bytes]] | None] = [None] * self.world_size
+        self._collective(dist.all_gather_object, everyone, (describe_shm(self._share), digests))
+        times.seconds["broadcast"] += time.perf_counter() - start
+        merged = {index: digest for _, theirs in everyone for index, digest in theirs.items()}  # type: ignore[misc]
+        return [share for share, _ in everyone], merged  # type: ignore[misc]
+
+    def _serve_shares(self, buckets: list[BucketLayout], digests: dict[int, bytes], sessions: list[ReplicaSession],
+                      times: PhaseTimes) -> None:
+        """Name every bucket at its place in its owner's share buffer; replicas reload at their
+        own pace (nothing is overwritten before the version ends)."""
+        offsets = self._share_offsets(buckets)
+        for bucket in buckets:
+            if bucket.index in digests:
+                bucket = bucket.with_checksum(Checksum(ChecksumAlgorithm.SUM64, digests[bucket.index]))
+                buckets[bucket.index] = bucket
+            for session in sessions:
+                session.send_bucket(bucket, self._share_slot(self._owner(bucket.index)), offsets[bucket.index])
+        wait = time.perf_counter()
+        for session in sessions:
+            session.wait_acked(len(buckets) - 1)
+        times.seconds["reload_wait"] += time.perf_counter() - wait
 
     def _load(self, plan: ce.GetVersionPlanResponse, bucket: BucketLayout, source: object, out: torch.Tensor,
               times: PhaseTimes) -> None:
         if isinstance(source, TrainerSource):
-            source.copy_bucket(plan.buckets[bucket.index], bucket, out)
+            expected = bucket.checksum if self.settings.verify_source_checksums else None
+            digest = None  # hashed during the copy when the algorithm streams and the bytes are on the host
+            if expected is not None and out.device.type == "cpu" and StreamingChecksum.streams(expected.algorithm):
+                digest = StreamingChecksum(expected.algorithm)
+            source.copy_bucket(plan.buckets[bucket.index], bucket, out, digest)
             times.bytes_gathered += bucket.byte_size
-            if self.settings.verify_source_checksums and bucket.checksum is not None:
+            if expected is not None:
+                what = f"bucket {bucket.index} at its source"
                 try:
-                    verify_checksum(out[:bucket.byte_size], bucket.checksum, f"bucket {bucket.index} at its source")
+                    if digest is None:
+                        verify_checksum(out[:bucket.byte_size], expected, what)
+                    elif digest.checksum() != expected:
+                        raise ChecksumMismatch(f"{what}: checksum {digest.checksum().hex()} != expected {expected.hex()}")
                 except ChecksumMismatch as error:
                     raise CollectiveFailure(str(error)) from None
         else:

@@ -86,12 +86,13 @@ def run(
     experiment = load_experiment(config)
     run_id = run_id or experiment.run_id or f"run-{uuid.uuid4().hex[:10]}"
     directory = RunDirectory(runs_dir, run_id)
-    services_file = services_config or directory.write_services_config(experiment.services)
+    services_file = services_config or directory.write_services_config(_services_for_run(experiment, directory))
     # The services' embedded state (SQLite, unless REDIS_URL or state_url says otherwise) lives
     # in the run directory, so separate runs never share weight versions or run records.
     state_env = {"K2RL_STATE_DIR": str(directory.path)}
-    cluster = LocalCluster(config_file=services_file, free_ports=free_ports, log_dir=directory.path / "logs",
-                           extra_env=state_env) if start_services else None
+    cluster = LocalCluster(config_file=services_file, free_ports=free_ports or experiment.inference_replicas > 1,
+                           log_dir=directory.path / "logs", extra_env=state_env,
+                           inference_replicas=experiment.inference_replicas) if start_services else None
     workers = EngineWorkers()
     summary = Summary(run_id)
     try:
@@ -116,6 +117,17 @@ def run(
             cluster.stop()
     if summary.final_state != "SUCCEEDED":
         raise typer.Exit(1)
+
+
+def _services_for_run(experiment: Experiment, directory: RunDirectory) -> dict[str, object]:
+    """The experiment's services section; with critic_data on, the judge writes its pairs
+    under runs/<id>/critic_data unless the section names another directory."""
+    services = {name: dict(value) if isinstance(value, dict) else value
+                for name, value in experiment.services.items()}
+    if experiment.run.critic_data.every_iterations:
+        judge = services.setdefault("judge", {})
+        judge.setdefault("critic_data_dir", str((directory.path / "critic_data").resolve()))
+    return services
 
 
 def _run_experiment(experiment: Experiment, addresses: dict[str, str], run_id: str, resume: bool,

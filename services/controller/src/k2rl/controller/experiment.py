@@ -15,7 +15,8 @@ from rich.table import Table
 from k2rl.controller.stages import Evaluation, EvaluationSpec, PretrainResult, PretrainSpec
 from k2rl.controller.v1 import controller_pb2 as pb
 
-_KEYS = {"run", "run_id", "startup_timeout_s", "services", "engine_workers", "pretrain", "evaluation"}
+_KEYS = {"run", "run_id", "startup_timeout_s", "services", "engine_workers", "inference_replicas", "pretrain",
+         "evaluation"}
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class Experiment:
     startup_timeout_s: float = 300.0
     services: dict[str, Any] = field(default_factory=dict)  # a k2rl.yaml for the services
     engine_workers: int = 1  # checkpoint-engine worker processes k2rl run starts; 0 = none
+    inference_replicas: int = 1  # inference processes k2rl run starts; rollouts are spread over them
     pretrain: PretrainSpec = PretrainSpec()
     evaluation: EvaluationSpec = EvaluationSpec(tasks=0)
 
@@ -40,8 +42,15 @@ def load_experiment(path: Path) -> Experiment:
     return Experiment(
         run=json_format.ParseDict(data["run"], pb.RunConfig()), run_id=str(data.get("run_id", "")),
         startup_timeout_s=float(data.get("startup_timeout_s", 300)), services=dict(data.get("services") or {}),
-        engine_workers=int(data.get("engine_workers", 1)), pretrain=PretrainSpec(**(data.get("pretrain") or {})),
+        engine_workers=int(data.get("engine_workers", 1)),
+        inference_replicas=_positive(data.get("inference_replicas", 1), path, "inference_replicas"), pretrain=PretrainSpec(**(data.get("pretrain") or {})),
         evaluation=EvaluationSpec(**(data.get("evaluation") or {"tasks": 0})))
+
+
+def _positive(value: object, path: Path, key: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{path}: {key} must be an integer >= 1, got {value!r}")
+    return value
 
 
 @dataclass

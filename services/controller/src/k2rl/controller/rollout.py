@@ -2,7 +2,9 @@
 
 Every unfinished sample of the groups handed to ``run`` is one unit of work: resumed
 (paused) samples first, then fresh ones (K2 section 3.3.4, partial rollout). At most
-``max_concurrent`` samples generate at once, spread over the inference replicas by load.
+``max_concurrent`` samples generate at once, each on the least-loaded inference replica
+that is up; a replica that answers UNAVAILABLE is skipped for ``replica_down_s`` and the
+sample continues on another one from the tokens it already has.
 Each sample is its own ``Generate(n=1)`` so it can be paused and resumed alone; samples
 get distinct seeds derived from the run seed and the trajectory id.
 
@@ -50,6 +52,7 @@ class RolloutLimits:
     max_concurrent: int = 64
     max_turns: dict[str, int] = field(default_factory=dict)  # environment -> model turns; 0/absent = 1
     generate_timeout_s: float = 600.0
+    replica_down_s: float = 30.0  # a replica that answered UNAVAILABLE gets no new requests this long
 
 
 @dataclass
@@ -75,11 +78,13 @@ class RolloutOutcome:
 
 @dataclass
 class Replica:
-    """One inference replica: its stub and the requests this manager runs on it."""
+    """One inference replica: its stub, the requests this manager runs on it, and until when
+    it is considered down (monotonic seconds)."""
 
     name: str
     stub: Any
     running: set[str] = field(default_factory=set)
+    down_until: float = 0.0
 
 
 SamplingFor = Callable[[PromptGroup], common_pb2.SamplingParams]
@@ -159,6 +164,7 @@ class RolloutManager:
         max_turns = max(1, self._limits.max_turns.get(group.environment, 1))
         generated_this_iteration = 0
         was_paused = sample.status is SampleStatus.PAUSED
+        failovers = 0
         while True:
             turn_start = self._turn_start(sample)
             remaining_budget = sample.token_budget - (sample.model_tokens - (len(sample.output_token_ids) - turn_start))
@@ -170,6 +176,10 @@ class RolloutManager:
                 finish, produced = self._generate(group, sample, sampling, turn_start, max_tokens, iteration,
                                                   min_weight_version, was_paused)
             except grpc.RpcError as error:
+                if error.code() == grpc.StatusCode.UNAVAILABLE and failovers < len(self._replicas) \
+                        and self._any_replica_up() and not self._stop.is_set():
+                    failovers += 1  # continue on another replica from the tokens received so far
+                    continue
                 with self._lock:
                     outcome.errors.append(f"{group.trajectory_id(sample)}: {error.code().name}: {error.details()}")
                 self._pause(group, sample, env)
@@ -181,8 +191,7 @@ class RolloutManager:
             if finish == ABORT or (finish == LENGTH and not truncated):
                 self._pause(group, sample, env)
                 return
-            action = self._tokenizer.decode(sample.output_token_ids[turn_start:turn_start + turn_tokens],
-                                            skip_special_tokens=True)
+            action = env.decode_action(self._tokenizer, sample.output_token_ids[turn_start:turn_start + turn_tokens])
             last_turn = truncated or env.turns_taken + 1 >= max_turns
             if last_turn:
                 # Hand the final step to the scoring pool so this generation slot frees now.
@@ -245,6 +254,10 @@ class RolloutManager:
                     self._abort_running()
                 if chunk.finish_reason != common_pb2.FINISH_REASON_UNSPECIFIED:
                     finish = chunk.finish_reason
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.UNAVAILABLE:
+                self._mark_down(replica)
+            raise
         finally:
             self._release(replica, request_id)
         return finish, produced
@@ -273,6 +286,7 @@ class RolloutManager:
             sample.finish_reason = reason
             sample.reward = float(result.reward)
             sample.passed = result.passed
+            sample.verifier = str(result.info.get("verifier", ""))
             sample.env_state = env.snapshot()
             self._persist(group)
         env.close()
@@ -288,10 +302,22 @@ class RolloutManager:
     # --- replicas and the token budget ---
 
     def _acquire(self, request_id: str) -> Replica:
+        """The least-loaded replica that is up (any replica when all are down)."""
         with self._lock:
-            replica = min(self._replicas, key=lambda r: len(r.running))
+            now = time.monotonic()
+            candidates = [r for r in self._replicas if r.down_until <= now] or self._replicas
+            replica = min(candidates, key=lambda r: len(r.running))
             replica.running.add(request_id)
             return replica
+
+    def _mark_down(self, replica: Replica) -> None:
+        with self._lock:
+            replica.down_until = time.monotonic() + self._limits.replica_down_s
+
+    def _any_replica_up(self) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            return any(r.down_until <= now for r in self._replicas)
 
     def _release(self, replica: Replica, request_id: str) -> None:
         with self._lock:

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from opentelemetry import trace
+from opentelemetry.trace import Tracer
 
 from k2rl.common.v1 import common_pb2
 from k2rl.controller.rollout import RolloutProgress
@@ -58,8 +60,8 @@ class RunObserver:
     def phase_finished(self, phase: int, seconds: float) -> None:
         """``phase`` (an IterationPhase) took ``seconds``."""
 
-    def iteration_finished(self, record: pb.IterationRecord) -> None:
-        """``record`` was committed."""
+    def iteration_finished(self, record: pb.IterationRecord, run: pb.Run) -> None:
+        """``record`` was committed; ``run`` is the run record right after it."""
 
 
 @dataclass
@@ -74,13 +76,16 @@ class RunManager:
 
     def __init__(self, store: RunStore, connect: Callable[[], ServiceClients],
                  tokenizer_for: Callable[[str], Tokenizer], context_length: int = 512,
-                 colocated: bool = True, observer: RunObserver | None = None) -> None:
+                 colocated: bool = True, observer: RunObserver | None = None, overlap_rollout: bool = False,
+                 tracer: Tracer | None = None) -> None:
         self.store = store
         self._connect = connect
         self._tokenizer_for = tokenizer_for
         self._context_length = context_length
         self._colocated = colocated
+        self._overlap_rollout = overlap_rollout
         self._observer = observer or RunObserver()
+        self._tracer = tracer or trace.NoOpTracer()
         self._lock = threading.Lock()
         self._active: _Active | None = None
 
@@ -161,9 +166,11 @@ class RunManager:
     # --- the run thread ---
 
     def _new_loop(self, run: pb.Run) -> IterationLoop:
-        options = LoopOptions(colocated=self._colocated, context_length=self._context_length,
+        options = LoopOptions(colocated=self._colocated, overlap_rollout=self._overlap_rollout,
+                              context_length=self._context_length,
                               on_phase=lambda it, phase, ms: self._on_phase(run.run_id, it, phase, ms),
-                              on_progress=lambda it, p: self._on_progress(run.run_id, it, p))
+                              on_progress=lambda it, p: self._on_progress(run.run_id, it, p),
+                              tracer=self._tracer)
         return IterationLoop(run.run_id, run.config, self.store, self._connect(),
                              self._tokenizer_for(run.config.model_preset), options)
 
@@ -172,13 +179,17 @@ class RunManager:
         try:
             while not loop.done():
                 if loop.stop_after_iteration.is_set():
+                    loop.close()  # a rollout running ahead (overlap) is paused into the buffer first
                     self._transition(run_id, pb.RUN_STATE_STOPPED, "StopRun")
                     return
-                self._observer.iteration_finished(loop.run_iteration())
+                record = loop.run_iteration()
+                self._observer.iteration_finished(record, self.get(run_id))
             self._transition(run_id, pb.RUN_STATE_SUCCEEDED, "completed all iterations")
         except StopRequested:
+            loop.close()
             self._transition(run_id, pb.RUN_STATE_STOPPED, "StopRun (immediate)")
         except Exception as error:  # noqa: BLE001 - the run fails with the reason recorded, the service lives
+            loop.close()
             logger.exception("run %s failed", run_id)
             detail = common_pb2.ErrorDetail(code=type(error).__name__, message=str(error)[:2000],
                                             hint="fix the cause, then StartRun(resume=true)", retryable=True)

@@ -51,8 +51,10 @@ class DependencyProbe:
 
 
 def grpc_service_name(dependency: str) -> str:
-    """Full name of a k2rl service's gRPC service, read from its generated descriptor."""
-    module = importlib.import_module(f"k2rl.{dependency}.v1.{dependency}_pb2")
+    """Full name of a k2rl service's gRPC service, read from its generated descriptor
+    (replicas "inference-1", ... are inference)."""
+    kind = dependency.split("-", 1)[0]
+    module = importlib.import_module(f"k2rl.{kind}.v1.{kind}_pb2")
     (service,) = module.DESCRIPTOR.services_by_name.values()
     return service.full_name
 

@@ -54,6 +54,7 @@ class Sample:
     finish_reason: str = ""  # "stop" | "length" once finished
     reward: float | None = None
     passed: bool = False
+    verifier: str = ""  # what scored it (StepResult.info["verifier"]), e.g. "exact_integer"
     resume_count: int = 0
     env_state: dict[str, Any] = field(default_factory=dict)
 

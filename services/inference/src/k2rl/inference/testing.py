@@ -1,6 +1,7 @@
 """Test helpers for this package and others that drive the engine: a tokenizer for the tiny
-model vocabularies of ``k2rl.models.testing``, stepping an engine to completion, and
-``FakeVllm``, a declared test double of the vLLM API surface the vLLM backend uses."""
+model vocabularies of ``k2rl.models.testing``, stepping an engine to completion,
+``RingPublisher`` (a checkpoint-engine-style writer of weight buckets into two shm slots),
+``publish_in_child`` (one in another process), and ``FakeVllm``, a declared test double of the vLLM API surface the vLLM backend uses."""
 
 from __future__ import annotations
 
@@ -14,6 +15,15 @@ from k2rl.inference.engine import Engine, GenerationRequest
 from k2rl.inference.sampling import SamplingOptions
 from k2rl.inference.sequence import SequenceUpdate
 from k2rl.inference.vllm_worker import K2rlWorkerExtension
+from k2rl.weights import (
+    BucketLayout,
+    BufferDescriptor,
+    ChecksumAlgorithm,
+    SharedBuffer,
+    WeightStager,
+    create_buffer,
+    describe_shm,
+)
 
 # The tiny configs have a 96-token vocabulary, too small for the byte tokenizer.
 
@@ -75,6 +85,65 @@ def request(request_id: str, prompt: list[int], **options) -> GenerationRequest:
              if k in options}
     return GenerationRequest(request_id, prompt, SamplingOptions(**options), **extra)
 
+
+
+class RingPublisher:
+    """The checkpoint engine's broadcast data path, in miniature: a version staged by the
+    trainer-side ``k2rl.weights.WeightStager`` (shm, per-bucket checksums) is moved bucket
+    by bucket into two shm IPC slots, bucket i into slot i % 2. The caller reuses a slot
+    only after the replica acknowledged the bucket in it, as the engine does."""
+
+    def __init__(self, params: dict[str, torch.Tensor], bucket_bytes: int = 1 << 14,
+                 algorithm: ChecksumAlgorithm = ChecksumAlgorithm.XXH3_64) -> None:
+        self._stager = WeightStager(bucket_bytes, algorithm, tag="test.stage")
+        self._staged = self._stager.stage(params)
+        self._slots: list[SharedBuffer] = [create_buffer(bucket_bytes, "test.slot") for _ in range(2)]
+
+    @property
+    def buckets(self) -> tuple[BucketLayout, ...]:
+        return self._staged.plan.buckets
+
+    @property
+    def slots(self) -> dict[int, BufferDescriptor]:
+        return {i: describe_shm(slot) for i, slot in enumerate(self._slots)}
+
+    def place(self, index: int, corrupt: bool = False) -> int:
+        """Copy bucket ``index`` into its slot (one byte flipped if ``corrupt``); return the slot."""
+        bucket = self.buckets[index]
+        slot = self._slots[index % 2].tensor
+        slot[:bucket.byte_size].copy_(self._staged.bucket_bytes(self._stager.staging, index))
+        if corrupt:
+            slot[bucket.byte_size // 2] ^= 1
+        return index % 2
+
+    def close(self) -> None:
+        self._stager.close()
+        for slot in self._slots:
+            slot.close()
+
+
+def publish_in_child(params: dict[str, torch.Tensor], bucket_bytes: int, on_cuda: bool, conn) -> None:
+    """A checkpoint engine in another process (run with the spawn start method), on its
+    one-node data path: the whole version staged by ``k2rl.weights.WeightStager`` in one
+    shm buffer, bucket i at byte ``offsets[i]`` (SUM64 checksums), or with ``on_cuda`` a
+    copy of it in a CUDA allocation exported by CUDA IPC (which the exporting process
+    itself cannot open). Sends ``(buckets, offsets, descriptor)`` over ``conn``, then
+    obeys ``("flip", bucket_index)`` (flip one byte of that bucket, to corrupt it and to
+    undo that) until ``("done",)``."""
+    from k2rl.weights import describe_cuda
+
+    stager = WeightStager(bucket_bytes, ChecksumAlgorithm.SUM64, tag="test.child")
+    staged = stager.stage(params)
+    data = stager.staging.to("cuda") if on_cuda else stager.staging
+    descriptor = describe_cuda(data) if on_cuda else staged.buffer
+    conn.send((staged.plan.buckets, staged.offsets, descriptor))
+    for command, *args in iter(conn.recv, ("done",)):
+        if command == "flip":
+            data[staged.offsets[args[0]] + staged.plan.buckets[args[0]].byte_size // 2] ^= 1
+            if on_cuda:
+                torch.cuda.synchronize()
+        conn.send("ok")
+    stager.close()
 
 
 # --- FakeVllm: a declared test double of the vLLM surface the vLLM backend uses ----------
@@ -250,12 +319,34 @@ class FakeLLM:
             self.kv_cache_allocated = True
 
     def collective_rpc(self, method: str, timeout: float | None = None, args: tuple = (), kwargs: dict | None = None):
+        """Calls the worker in this process, but only with arguments vLLM's RPC serialisation
+        carries without pickling (plain values: no tensors or other objects cross)."""
+        _check_plain((args, kwargs or {}), method)
         self.calls.append(("collective_rpc", method))
         return [getattr(self.worker, method)(*args, **(kwargs or {}))]
 
     def reset_prefix_cache(self) -> bool:
         self.calls.append(("reset_prefix_cache",))
         return True
+
+
+_PLAIN = (type(None), bool, int, float, str, bytes)
+
+
+def _check_plain(value, method: str) -> None:
+    """TypeError unless ``value`` is built of plain values, lists, tuples and dicts."""
+    if isinstance(value, _PLAIN):
+        return
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            _check_plain(item, method)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_plain(key, method)
+            _check_plain(item, method)
+        return
+    raise TypeError(f"collective_rpc {method!r}: {type(value).__name__} is not plain metadata")
 
 
 class FakeVllm:

@@ -2,9 +2,11 @@
 
 Buckets are verified and copied out of the checkpoint engine's IPC slots by
 ``k2rl.weights.WeightReceiver`` as they arrive (each acknowledged with ``bucket_loaded`` so
-the engine can reuse the slot). Nothing reaches the model before ``commit``: then the
-received tensors are staged next to the served weights and swapped in between two
-scheduler steps (``Engine.commit_weights``). Meanwhile the replica keeps serving its
+the engine can reuse the slot); with the vLLM backend each vLLM worker runs its own
+receiver and ``vllm_backend.WorkerReceiver`` only passes the metadata on. Nothing reaches
+the model before ``commit``: then the received tensors are staged next to the served
+weights and swapped in between two scheduler steps (``Engine.commit_weights``; the vLLM
+workers load theirs with ``load_weights``). Meanwhile the replica keeps serving its
 previous version; if the stream breaks off, the partial update is dropped and the
 previous version stays.
 """
@@ -19,6 +21,7 @@ from k2rl.core.errors import InvalidArgument
 from k2rl.inference.engine import Engine
 from k2rl.inference.runner import EngineRunner
 from k2rl.inference.v1 import inference_pb2
+from k2rl.inference.vllm_backend import VllmEngine, WorkerReceiver, WorkerWeightUpdate
 from k2rl.inference.weights import (
     InFlightPolicy,
     LayoutMismatch,
@@ -73,14 +76,16 @@ class WeightUpdateSession:
             yield self._result(OUTCOMES[started])
             return
         stager, names = started
-        receiver = WeightReceiver([Selector(name) for name in names])
+        receiver = (stager.receiver(self._runner.call) if isinstance(stager, WorkerWeightUpdate)
+                    else WeightReceiver([Selector(name) for name in names]))
         try:
             yield from self._receive(requests, begin, receiver, stager, policy)
         finally:
             receiver.close()
 
     @staticmethod
-    def _begin(engine: Engine, version: int, policy: InFlightPolicy) -> WeightUpdateOutcome | tuple[WeightStager, list[str]]:
+    def _begin(engine: Engine | VllmEngine, version: int,
+               policy: InFlightPolicy) -> WeightUpdateOutcome | tuple[WeightStager | WorkerWeightUpdate, list[str]]:
         if policy is InFlightPolicy.REFUSE and engine.has_work:
             return WeightUpdateOutcome.BUSY
         begun = engine.begin_weight_update(version)
@@ -92,8 +97,8 @@ class WeightUpdateSession:
         self,
         requests: Iterator[inference_pb2.UpdateWeightsRequest],
         begin: inference_pb2.UpdateWeightsBegin,
-        receiver: WeightReceiver,
-        stager: WeightStager,
+        receiver: WeightReceiver | WorkerReceiver,
+        stager: WeightStager | WorkerWeightUpdate,
         policy: InFlightPolicy,
     ) -> Iterator[inference_pb2.UpdateWeightsResponse]:
         version, bucket_count = begin.version.version, begin.bucket_count
@@ -144,7 +149,8 @@ class WeightUpdateSession:
                            "the stream ended before commit; the previous version stays")
 
     def _commit(
-        self, receiver: WeightReceiver, stager: WeightStager, policy: InFlightPolicy, version: int, bucket_count: int
+        self, receiver: WeightReceiver | WorkerReceiver, stager: WeightStager | WorkerWeightUpdate,
+        policy: InFlightPolicy, version: int, bucket_count: int,
     ) -> inference_pb2.UpdateWeightsResponse:
         try:
             tensors = receiver.commit(version, bucket_count)

@@ -23,11 +23,15 @@ Semantics, where they differ from the native engine:
   agree whenever top_k = 0, top_p = 1 and min_tokens is reached.
 * ``priority`` is not passed on (vLLM refuses it unless started with the priority
   scheduling policy); KV-cache usage is not reported (0 in stats).
-* Weight updates: the UpdateWeights stream is received and verified in this process
-  exactly as for the native engine (``WeightStager`` on the host), then the complete
-  version goes to every worker in ONE ``collective_rpc`` to ``K2rlWorkerExtension``, which
-  calls the model's own ``load_weights`` (vLLM shards for its tensor parallelism). vLLM
-  runs utility calls between two model steps, so no step sees a mix of versions. The
+* Weight updates: only metadata crosses ``collective_rpc`` (bucket layouts, IPC handles,
+  selectors, checksums, version, as serialised ``k2rl.common.v1`` messages). Each worker
+  (``K2rlWorkerExtension``) opens the checkpoint engine's IPC slots itself (shm / CUDA IPC),
+  verifies each bucket and copies its tensors out of the slot onto its own device before the
+  bucket is acknowledged, and only when the whole version has arrived on every worker
+  (prepare) calls its model's ``load_weights`` with views of those tensors (apply). vLLM's
+  ``load_weights`` maps fused names and cuts each tensor-parallel rank's shard from the
+  full tensors, so every worker receives full tensors (selectors name whole tensors).
+  vLLM runs utility calls between two model steps, so no step sees a mix of versions. The
   in-flight policies are the native ones; PAUSE aborts the running samples in vLLM and
   resubmits each with prompt + its output so far, so every token after the swap is
   computed (KV cache included) by the new weights. A stop string spanning the tokens
@@ -42,7 +46,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -51,6 +55,7 @@ from typing import Any
 import torch
 
 from k2rl.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from k2rl.inference import vllm_worker
 from k2rl.inference.engine import (
     EngineConfig,
     EngineStats,
@@ -62,12 +67,28 @@ from k2rl.inference.metrics import EngineObserver
 from k2rl.inference.sampling import SamplingOptions
 from k2rl.inference.sequence import FinishReason, PartialOutput, SequenceUpdate, VersionSpan
 from k2rl.inference.sleep import MemoryPool, SleepState
-from k2rl.inference.weights import InFlightPolicy, LayoutMismatch, WeightStager, WeightUpdateOutcome
+from k2rl.inference.weights import (
+    InFlightPolicy,
+    LayoutMismatch,
+    WeightUpdateOutcome,
+    served_tensors,
+)
 from k2rl.models import CausalLM, ModelConfig, build_model
 from k2rl.models.tokenizer import Tokenizer
+from k2rl.weights import (
+    DEFAULT_BUCKET_BYTES,
+    BucketLayout,
+    BufferDescriptor,
+    ChecksumAlgorithm,
+    ChecksumMismatch,
+    LayoutError,
+    Selector,
+    SharedMemoryError,
+)
+from k2rl.weights import WeightStager as SharedMemoryStager
+from k2rl.weights import proto as wire
 
 WORKER_EXTENSION = "k2rl.inference.vllm_worker.K2rlWorkerExtension"
-LOAD_WEIGHTS_RPC = "k2rl_load_weights"
 _RATE_WINDOW_S = 5.0
 _WAKE_TAGS = {MemoryPool.WEIGHTS: "weights", MemoryPool.KV_CACHE: "kv_cache"}
 
@@ -226,6 +247,78 @@ class _Sample:
         )
 
 
+_FAILURES: dict[str, type[Exception]] = {
+    vllm_worker.CHECKSUM_MISMATCH: ChecksumMismatch,
+    vllm_worker.IPC_OPEN_FAILED: SharedMemoryError,
+    vllm_worker.LAYOUT_MISMATCH: LayoutError,
+    vllm_worker.SUPERSEDED: LayoutError,
+}
+
+
+def _worker_failure(result: Mapping[str, Any]) -> Exception:
+    kind = _FAILURES.get(result["error"], RuntimeError)
+    return kind(f"vLLM worker: {result['message']}")
+
+
+def check_bucket_shapes(bucket: BucketLayout, shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """LayoutError if a served tensor in ``bucket`` has another shape or a non-float dtype
+    (tensors the model does not serve are not selected, so ignored)."""
+    for piece in bucket.pieces:
+        shape = shapes.get(piece.name)
+        if shape is None:
+            continue
+        if piece.spec.shape != shape:
+            raise LayoutError(f"{piece.name}: shape {piece.spec.shape} in bucket {bucket.index}, the model holds {shape}")
+        if not piece.spec.dtype.is_floating_point:
+            raise LayoutError(f"{piece.name}: dtype {piece.spec.dtype} in bucket {bucket.index}, the model holds floats")
+
+
+@dataclass(eq=False)
+class WorkerWeightUpdate:
+    """A version the vLLM workers receive themselves (what ``VllmEngine.begin_weight_update``
+    returns, where the native engine returns a ``WeightStager``): every served tensor, whole."""
+
+    update_id: int
+    version: int
+    shapes: Mapping[str, tuple[int, ...]]
+    prepared: bool = False
+
+    def selectors(self) -> list[Selector]:
+        return [Selector(name) for name in self.shapes]
+
+    def receiver(self, call: Callable[[Callable[[VllmEngine], Any]], Any]) -> WorkerReceiver:
+        return WorkerReceiver(self, call)
+
+
+class WorkerReceiver:
+    """``k2rl.weights.WeightReceiver``'s interface (begin / load_bucket / commit / close) over
+    the workers' receivers, so the UpdateWeights session drives both backends alike.
+    ``call(fn)`` runs ``fn(engine)`` on the engine thread (``EngineRunner.call``): a
+    ``collective_rpc`` goes to the engine between two of its steps."""
+
+    def __init__(self, update: WorkerWeightUpdate, call: Callable[[Callable[[VllmEngine], Any]], Any]) -> None:
+        self._update = update
+        self._call = call
+
+    def begin(self, version: int, bucket_count: int, slots: Mapping[int, BufferDescriptor], verify: bool = True) -> None:
+        if version != self._update.version:
+            raise LayoutError(f"begin of version {version} for an update of version {self._update.version}")
+        self._call(lambda engine: engine.open_worker_update(self._update, bucket_count, slots, verify))
+
+    def load_bucket(self, bucket: BucketLayout, slot: int, slot_byte_offset: int = 0) -> int:
+        check_bucket_shapes(bucket, self._update.shapes)
+        return self._call(lambda engine: engine.load_worker_bucket(self._update, bucket, slot, slot_byte_offset))
+
+    def commit(self, version: int, bucket_count: int) -> dict[str, torch.Tensor]:
+        """Every worker holds the whole version; nothing is handed over here (the workers keep
+        it until ``VllmEngine.commit_weights`` applies it)."""
+        self._call(lambda engine: engine.prepare_worker_update(self._update))
+        return {}
+
+    def close(self) -> None:
+        self._call(lambda engine: engine.drop_worker_update(self._update))
+
+
 class VllmEngine:
     """The engine interface over ``vllm.LLM``. Single-threaded like ``Engine``: call it from
     the ``EngineRunner`` thread only."""
@@ -274,6 +367,7 @@ class VllmEngine:
         self.cached_prompt_tokens_total = 0
         self.generated_tokens_total = 0
         self._recent: deque[tuple[float, int]] = deque()
+        self._update_ids = itertools.count(1)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -446,50 +540,113 @@ class VllmEngine:
 
     # --- weights --------------------------------------------------------------------
 
-    def begin_weight_update(self, version: int) -> WeightStager | WeightUpdateOutcome:
+    def begin_weight_update(self, version: int) -> WorkerWeightUpdate | WeightUpdateOutcome:
+        """An update the workers will receive, or the outcome that makes it unnecessary."""
         if self.has_weights and version == self.weight_version:
             return WeightUpdateOutcome.ALREADY_CURRENT
         if version < self.weight_version:
             return WeightUpdateOutcome.STALE_VERSION
         if self.sleep_state in (SleepState.LEVEL_1, SleepState.LEVEL_2):
             self.wake_up([MemoryPool.WEIGHTS])
-        return WeightStager(self.model, version, staging_device=torch.device("cpu"))
+        shapes = {name: tuple(tensor.shape) for name, tensor in served_tensors(self.model).items()}
+        return WorkerWeightUpdate(next(self._update_ids), version, shapes)
 
-    def commit_weights(self, stager: WeightStager, policy: InFlightPolicy = InFlightPolicy.REFUSE) -> WeightUpdateOutcome:
-        """Load a fully staged version into every vLLM worker (call between steps)."""
-        if not stager.complete:
-            raise LayoutMismatch(f"parameters not covered: {stager.missing()[:5]}")
+    def open_worker_update(self, update: WorkerWeightUpdate, bucket_count: int,
+                           slots: Mapping[int, BufferDescriptor], verify: bool = True) -> None:
+        """Every worker opens the IPC slots and prepares to receive ``update``."""
+        handles = [[int(slot), wire.descriptor_to_proto(d).SerializeToString()] for slot, d in slots.items()]
+        selectors = [wire.selector_to_proto(s).SerializeToString() for s in update.selectors()]
+        self._on_workers(update, "k2rl_update_begin", update.update_id, update.version, bucket_count, handles,
+                         selectors, verify)
+
+    def load_worker_bucket(self, update: WorkerWeightUpdate, bucket: BucketLayout, slot: int,
+                           slot_byte_offset: int = 0) -> int:
+        """Every worker verifies ``bucket`` in its slot and copies out its tensors; returns the
+        bytes one worker copied. Afterwards the slot may be reused."""
+        message = wire.bucket_to_proto(bucket).SerializeToString()
+        results = self._on_workers(update, "k2rl_update_bucket", update.update_id, message, slot, slot_byte_offset)
+        return int(results[0]["bytes"])
+
+    def prepare_worker_update(self, update: WorkerWeightUpdate) -> None:
+        """Every worker holds every selected tensor of the version (the model is untouched)."""
+        self._on_workers(update, "k2rl_update_prepare", update.update_id)
+        update.prepared = True
+
+    def drop_worker_update(self, update: WorkerWeightUpdate) -> None:
+        """Workers forget ``update`` (no-op where it was applied or never begun)."""
+        self._llm.collective_rpc("k2rl_update_abort", args=(update.update_id,))
+
+    def _on_workers(self, update: WorkerWeightUpdate, method: str, *args: Any) -> list[dict[str, Any]]:
+        """``collective_rpc`` of one update step; if any worker failed, all drop the update
+        and the first failure is raised as its kind (ChecksumMismatch, LayoutError, OSError)."""
+        results = self._llm.collective_rpc(method, args=args)
+        failed = [result for result in results if result["error"]]
+        if failed:
+            self.drop_worker_update(update)
+            raise _worker_failure(failed[0])
+        return results
+
+    def commit_weights(self, update: WorkerWeightUpdate,
+                       policy: InFlightPolicy = InFlightPolicy.REFUSE) -> WeightUpdateOutcome:
+        """Have every worker load its prepared version into the model (call between steps)."""
+        if not update.prepared:
+            raise LayoutMismatch(f"the vLLM workers do not hold all of version {update.version}")
         paused: list[_Sample] = []
         if self.has_work:
             if policy is InFlightPolicy.REFUSE:
+                self.drop_worker_update(update)
                 return WeightUpdateOutcome.BUSY
             if policy is InFlightPolicy.ABORT:
                 self.abort()
             else:
                 paused = self._pause_running()
-        self._llm.collective_rpc(LOAD_WEIGHTS_RPC, args=(stager.staged_tensors(),))
+        results = self._llm.collective_rpc("k2rl_update_apply", args=(update.update_id,))
+        if any(result["error"] for result in results):
+            return self._lose_weights(paused)
         self._llm.reset_prefix_cache()
-        self.weight_version = stager.version
+        self.weight_version = update.version
         self.has_weights = True
-        self.observer.weight_version(stager.version)
+        self.observer.weight_version(update.version)
         for sample in paused:
             self._submit(sample)
         return WeightUpdateOutcome.APPLIED
+
+    def _lose_weights(self, paused: list[_Sample]) -> WeightUpdateOutcome:
+        """A worker's ``load_weights`` failed part-way: the model is a mix of versions, so it is
+        served no more (version 0, like sleep level 2) and paused samples end with ABORT."""
+        self.has_weights = False
+        self.weight_version = 0
+        self.observer.weight_version(0)
+        for sample in paused:
+            self._emit(sample, [], [], "", Finish(FinishReason.ABORT))
+        return WeightUpdateOutcome.TRANSFER_FAILED
 
     def apply_weights(
         self,
         version: int,
         tensors: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]],
         policy: InFlightPolicy = InFlightPolicy.REFUSE,
+        bucket_bytes: int = DEFAULT_BUCKET_BYTES,
     ) -> WeightUpdateOutcome:
-        """Stage every tensor of ``version`` and load it (as ``Engine.apply_weights``)."""
+        """Publish ``tensors`` in a shared-memory staging buffer (as a trainer does) and have the
+        workers load them from there, the same path as an UpdateWeights stream."""
         if self.has_work and policy is InFlightPolicy.REFUSE:
             return WeightUpdateOutcome.BUSY
         begun = self.begin_weight_update(version)
         if isinstance(begun, WeightUpdateOutcome):
             return begun
-        begun.load_all(tensors)
-        return self.commit_weights(begun, policy)
+        stager = SharedMemoryStager(bucket_bytes, ChecksumAlgorithm.XXH3_64, tag="vllm.apply")
+        receiver = begun.receiver(lambda run: run(self))
+        try:
+            staged = stager.stage(tensors)
+            receiver.begin(version, len(staged.plan.buckets), {0: staged.buffer})
+            for bucket, offset in zip(staged.plan.buckets, staged.offsets, strict=True):
+                receiver.load_bucket(bucket, 0, offset)
+            receiver.commit(version, len(staged.plan.buckets))
+            return self.commit_weights(begun, policy)
+        finally:
+            receiver.close()
+            stager.close()
 
     def _pause_running(self) -> list[_Sample]:
         """Abort the running samples in vLLM, keeping their outputs for resubmission."""

@@ -67,13 +67,9 @@ class _Staged:
 class WeightStager:
     """Receives the tensors of one version; ``complete`` once every parameter is covered."""
 
-    def __init__(self, model: CausalLM, version: int, staging_device: torch.device | None = None) -> None:
-        """``staging_device`` (default: each parameter's own) holds the staged buffers; a
-        backend whose weights live in other processes (vLLM) stages on the host from a
-        meta-device model that only describes names and shapes."""
+    def __init__(self, model: CausalLM, version: int) -> None:
         self.version = version
         self._targets = served_tensors(model)
-        self._staging_device = staging_device
         self._tied = model.config.tie_word_embeddings
         self._staged: dict[str, _Staged] = {}
         self.bytes_loaded = 0
@@ -97,7 +93,7 @@ class WeightStager:
             )
         if not tensor.is_floating_point() and target.is_floating_point():
             raise LayoutMismatch(f"{name}: got dtype {tensor.dtype}, the model holds {target.dtype}")
-        device = self._staging_device or target.device
+        device = target.device
         if adopt and whole and tensor.dtype == target.dtype and tensor.device == device and tensor.is_contiguous():
             self._staged[name] = _Staged(tensor, tensor.numel())
             self.bytes_loaded += tensor.numel() * tensor.element_size()
@@ -126,13 +122,6 @@ class WeightStager:
     @property
     def complete(self) -> bool:
         return not self.missing()
-
-    def staged_tensors(self) -> list[tuple[str, torch.Tensor]]:
-        """The complete staged version as (name, tensor), for backends that load it themselves."""
-        missing = self.missing()
-        if missing:
-            raise LayoutMismatch(f"{len(missing)} parameters not covered, e.g. {missing[:3]}")
-        return [(name, staged.buffer) for name, staged in self._staged.items()]
 
     def swap_into(self, model: CausalLM) -> None:
         """Install the staged tensors (caller guarantees no forward runs concurrently)."""

@@ -37,6 +37,7 @@ CHECKSUMS = {
     common_pb2.CHECKSUM_ALGORITHM_CRC32: ChecksumAlgorithm.CRC32,
     common_pb2.CHECKSUM_ALGORITHM_SHA256: ChecksumAlgorithm.SHA256,
     common_pb2.CHECKSUM_ALGORITHM_SUM64: ChecksumAlgorithm.SUM64,
+    common_pb2.CHECKSUM_ALGORITHM_XXH3_64: ChecksumAlgorithm.XXH3_64,
 }
 
 
@@ -225,9 +226,9 @@ class WeightPublisher:
 
 
 def checksum_algorithm(value: int, device_type: str) -> ChecksumAlgorithm:
-    """The proto's choice, or its default: CRC32 on CPU, SUM64 on GPU."""
+    """The proto's choice, or its default: XXH3_64 on CPU, SUM64 on GPU (no D2H copy)."""
     if value == common_pb2.CHECKSUM_ALGORITHM_UNSPECIFIED:
-        return ChecksumAlgorithm.SUM64 if device_type == "cuda" else ChecksumAlgorithm.CRC32
+        return ChecksumAlgorithm.SUM64 if device_type == "cuda" else ChecksumAlgorithm.XXH3_64
     if value not in CHECKSUMS:
         raise InvalidArgument(f"unknown checksum algorithm {value}", field="checksum_algorithm")
     return CHECKSUMS[value]

@@ -167,20 +167,26 @@ class PublishVersionResponse(_message.Message):
     def __init__(self, version: _Optional[_Union[_common_pb2.WeightVersion, _Mapping]] = ..., bucket_count: _Optional[int] = ..., target_replicas: _Optional[int] = ...) -> None: ...
 
 class GetVersionRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("changed_since", "wait_ms")
+    CHANGED_SINCE_FIELD_NUMBER: _ClassVar[int]
+    WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    changed_since: int
+    wait_ms: int
+    def __init__(self, changed_since: _Optional[int] = ..., wait_ms: _Optional[int] = ...) -> None: ...
 
 class GetVersionResponse(_message.Message):
-    __slots__ = ("latest_version", "latest_phase", "fleet_version", "replicas")
+    __slots__ = ("latest_version", "latest_phase", "fleet_version", "replicas", "generation")
     LATEST_VERSION_FIELD_NUMBER: _ClassVar[int]
     LATEST_PHASE_FIELD_NUMBER: _ClassVar[int]
     FLEET_VERSION_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
     latest_version: _common_pb2.WeightVersion
     latest_phase: VersionPhase
     fleet_version: int
     replicas: _containers.RepeatedCompositeFieldContainer[ReplicaVersion]
-    def __init__(self, latest_version: _Optional[_Union[_common_pb2.WeightVersion, _Mapping]] = ..., latest_phase: _Optional[_Union[VersionPhase, str]] = ..., fleet_version: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[ReplicaVersion, _Mapping]]] = ...) -> None: ...
+    generation: int
+    def __init__(self, latest_version: _Optional[_Union[_common_pb2.WeightVersion, _Mapping]] = ..., latest_phase: _Optional[_Union[VersionPhase, str]] = ..., fleet_version: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[ReplicaVersion, _Mapping]]] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class ReplicaVersion(_message.Message):
     __slots__ = ("worker_id", "instance_name", "address", "weight_version", "last_outcome", "last_error", "last_update_time", "live")

@@ -130,6 +130,8 @@ class CheckpointEngineServiceServicer:
 
     def GetVersion(self, request, context):
         """Latest published version, the version every live replica serves, and each replica's.
+        With wait_ms, a long poll: it answers once anything changed since a previous answer
+        (engine workers wait for work this way instead of polling).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

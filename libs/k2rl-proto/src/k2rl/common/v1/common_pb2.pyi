@@ -32,6 +32,7 @@ class ChecksumAlgorithm(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CHECKSUM_ALGORITHM_CRC32: _ClassVar[ChecksumAlgorithm]
     CHECKSUM_ALGORITHM_SHA256: _ClassVar[ChecksumAlgorithm]
     CHECKSUM_ALGORITHM_SUM64: _ClassVar[ChecksumAlgorithm]
+    CHECKSUM_ALGORITHM_XXH3_64: _ClassVar[ChecksumAlgorithm]
 
 class IpcHandleKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -87,6 +88,7 @@ CHECKSUM_ALGORITHM_UNSPECIFIED: ChecksumAlgorithm
 CHECKSUM_ALGORITHM_CRC32: ChecksumAlgorithm
 CHECKSUM_ALGORITHM_SHA256: ChecksumAlgorithm
 CHECKSUM_ALGORITHM_SUM64: ChecksumAlgorithm
+CHECKSUM_ALGORITHM_XXH3_64: ChecksumAlgorithm
 IPC_HANDLE_KIND_UNSPECIFIED: IpcHandleKind
 IPC_HANDLE_KIND_CUDA_IPC: IpcHandleKind
 IPC_HANDLE_KIND_POSIX_SHM: IpcHandleKind

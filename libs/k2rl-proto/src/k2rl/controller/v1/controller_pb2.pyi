@@ -92,7 +92,7 @@ HEALTH_STATUS_TIMEOUT: HealthStatus
 HEALTH_STATUS_NOT_CONFIGURED: HealthStatus
 
 class RunConfig(_message.Message):
-    __slots__ = ("model_preset", "environments", "iterations", "prompts_per_iteration", "samples_per_prompt", "train_steps_per_iteration", "partial_rollout", "sampling", "temperature_schedule", "rl_loss", "ptx_dataset", "ptx_sequences_per_step", "checkpoint_every_iterations", "checkpoint_directory", "max_concurrent_rollouts", "seed", "labels")
+    __slots__ = ("model_preset", "environments", "iterations", "prompts_per_iteration", "samples_per_prompt", "train_steps_per_iteration", "partial_rollout", "sampling", "temperature_schedule", "rl_loss", "ptx_dataset", "ptx_sequences_per_step", "checkpoint_every_iterations", "checkpoint_directory", "max_concurrent_rollouts", "seed", "labels", "critic_data")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +117,7 @@ class RunConfig(_message.Message):
     MAX_CONCURRENT_ROLLOUTS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    CRITIC_DATA_FIELD_NUMBER: _ClassVar[int]
     model_preset: str
     environments: _containers.RepeatedCompositeFieldContainer[EnvironmentSpec]
     iterations: int
@@ -134,7 +135,20 @@ class RunConfig(_message.Message):
     max_concurrent_rollouts: int
     seed: int
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, model_preset: _Optional[str] = ..., environments: _Optional[_Iterable[_Union[EnvironmentSpec, _Mapping]]] = ..., iterations: _Optional[int] = ..., prompts_per_iteration: _Optional[int] = ..., samples_per_prompt: _Optional[int] = ..., train_steps_per_iteration: _Optional[int] = ..., partial_rollout: _Optional[_Union[PartialRolloutConfig, _Mapping]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., temperature_schedule: _Optional[_Union[TemperatureSchedule, _Mapping]] = ..., rl_loss: _Optional[_Union[_trainer_pb2.RlLossParams, _Mapping]] = ..., ptx_dataset: _Optional[str] = ..., ptx_sequences_per_step: _Optional[int] = ..., checkpoint_every_iterations: _Optional[int] = ..., checkpoint_directory: _Optional[str] = ..., max_concurrent_rollouts: _Optional[int] = ..., seed: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    critic_data: CriticDataExport
+    def __init__(self, model_preset: _Optional[str] = ..., environments: _Optional[_Iterable[_Union[EnvironmentSpec, _Mapping]]] = ..., iterations: _Optional[int] = ..., prompts_per_iteration: _Optional[int] = ..., samples_per_prompt: _Optional[int] = ..., train_steps_per_iteration: _Optional[int] = ..., partial_rollout: _Optional[_Union[PartialRolloutConfig, _Mapping]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., temperature_schedule: _Optional[_Union[TemperatureSchedule, _Mapping]] = ..., rl_loss: _Optional[_Union[_trainer_pb2.RlLossParams, _Mapping]] = ..., ptx_dataset: _Optional[str] = ..., ptx_sequences_per_step: _Optional[int] = ..., checkpoint_every_iterations: _Optional[int] = ..., checkpoint_directory: _Optional[str] = ..., max_concurrent_rollouts: _Optional[int] = ..., seed: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., critic_data: _Optional[_Union[CriticDataExport, _Mapping]] = ...) -> None: ...
+
+class CriticDataExport(_message.Message):
+    __slots__ = ("every_iterations", "dataset", "min_margin", "environments")
+    EVERY_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    MIN_MARGIN_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENTS_FIELD_NUMBER: _ClassVar[int]
+    every_iterations: int
+    dataset: str
+    min_margin: float
+    environments: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, every_iterations: _Optional[int] = ..., dataset: _Optional[str] = ..., min_margin: _Optional[float] = ..., environments: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class EnvironmentSpec(_message.Message):
     __slots__ = ("name", "weight", "dataset", "token_budget", "samples_per_prompt", "max_turns", "temperature_schedule", "options")

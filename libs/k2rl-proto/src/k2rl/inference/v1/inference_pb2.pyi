@@ -204,12 +204,14 @@ class IpcSlot(_message.Message):
     def __init__(self, slot: _Optional[int] = ..., handle: _Optional[_Union[_common_pb2.IpcHandle, _Mapping]] = ...) -> None: ...
 
 class UpdateWeightsBucket(_message.Message):
-    __slots__ = ("bucket", "slot")
+    __slots__ = ("bucket", "slot", "slot_byte_offset")
     BUCKET_FIELD_NUMBER: _ClassVar[int]
     SLOT_FIELD_NUMBER: _ClassVar[int]
+    SLOT_BYTE_OFFSET_FIELD_NUMBER: _ClassVar[int]
     bucket: _common_pb2.WeightBucket
     slot: int
-    def __init__(self, bucket: _Optional[_Union[_common_pb2.WeightBucket, _Mapping]] = ..., slot: _Optional[int] = ...) -> None: ...
+    slot_byte_offset: int
+    def __init__(self, bucket: _Optional[_Union[_common_pb2.WeightBucket, _Mapping]] = ..., slot: _Optional[int] = ..., slot_byte_offset: _Optional[int] = ...) -> None: ...
 
 class UpdateWeightsCommit(_message.Message):
     __slots__ = ("version", "bucket_count")

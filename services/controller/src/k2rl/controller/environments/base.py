@@ -16,8 +16,11 @@ environment may call slow services (judge, sandbox, tool simulators) directly.
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from k2rl.models.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,9 @@ class Environment(abc.ABC):
 
     #: Registry name, e.g. "arithmetic".
     name: str = ""
+    #: Whether ``step`` sees the model's special tokens (e.g. K2's tool-call markers). Most
+    #: environments read plain text; tool-use ones need the markers to find the calls.
+    keeps_special_tokens: bool = False
 
     def __init__(self) -> None:
         self.task: Task | None = None
@@ -65,6 +71,10 @@ class Environment(abc.ABC):
         self.task = task
         self.turns_taken = 0
         return self.format_prompt(task)
+
+    def decode_action(self, tokenizer: Tokenizer, token_ids: Sequence[int]) -> str:
+        """The text ``step`` sees for one model turn of ``token_ids``."""
+        return tokenizer.decode(token_ids, skip_special_tokens=not self.keeps_special_tokens)
 
     def step(self, action: str) -> StepResult:
         """Apply the model's turn ``action`` (decoded text)."""

@@ -16,7 +16,18 @@ from k2rl.controller.environments.arithmetic import (
     ArithmeticTasks,
 )
 from k2rl.controller.environments.base import Environment, TaskSource
+from k2rl.controller.environments.instruction import (
+    InstructionFollowingEnvironment,
+    InstructionOptions,
+    InstructionTasks,
+    check_dataset_row,
+)
 from k2rl.controller.environments.judged import CodeEnvironment, JsonlTasks, MathEnvironment
+from k2rl.controller.environments.tool_use import (
+    ToolUseEnvironment,
+    ToolUseOptions,
+    check_tool_use_row,
+)
 
 
 @dataclass(frozen=True)
@@ -86,3 +97,47 @@ def _judged(env_type: type[MathEnvironment] | type[CodeEnvironment]) -> Builder:
 register("arithmetic", _arithmetic)
 register("math", _judged(MathEnvironment))
 register("code", _judged(CodeEnvironment))
+
+
+def _instruction_following(options: dict[str, str], dataset: str, seed: int,
+                           services: EnvironmentServices) -> EnvironmentSetup:
+    """Generated tasks (held-out stream included), or a JSONL dataset of prompts with constraints."""
+    if services.judge is None:
+        raise ValueError("the instruction_following environment needs the judge service (its checkers)")
+    timeout_s = float(options.get("judge_timeout_s", 60))
+
+    def episode() -> InstructionFollowingEnvironment:
+        return InstructionFollowingEnvironment(services.judge, timeout_s)
+
+    if not dataset:
+        parsed = InstructionOptions.from_options(options, seed)
+        return EnvironmentSetup(episode, InstructionTasks(parsed), InstructionTasks(parsed, held_out=True))
+    try:
+        tasks = JsonlTasks(dataset, seed)
+    except OSError as error:
+        raise ValueError(f"cannot read dataset {dataset}: {error.strerror}") from None
+    for index in range(len(tasks)):
+        check_dataset_row(tasks.task(index).reference, f"{dataset} (task {index})")
+    return EnvironmentSetup(episode, tasks)
+
+
+register("instruction_following", _instruction_following)
+
+
+def _tool_use(options: dict[str, str], dataset: str, seed: int, services: EnvironmentServices) -> EnvironmentSetup:
+    """Tasks, rubrics and simulated tools from a ``k2rl synth`` rl_environment.jsonl."""
+    if services.judge is None:
+        raise ValueError("the tool_use environment needs the judge service (rubric checkpoints)")
+    if not dataset:
+        raise ValueError("the tool_use environment needs a dataset: the rl_environment.jsonl of a k2rl synth run")
+    parsed = ToolUseOptions.from_options(options)
+    try:
+        tasks = JsonlTasks(dataset, seed)
+    except OSError as error:
+        raise ValueError(f"cannot read dataset {dataset}: {error.strerror}") from None
+    for index in range(len(tasks)):
+        check_tool_use_row(tasks.task(index).reference, f"{dataset} (task {index})")
+    return EnvironmentSetup(lambda: ToolUseEnvironment(services.judge, parsed), tasks)
+
+
+register("tool_use", _tool_use)

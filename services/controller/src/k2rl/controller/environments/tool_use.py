@@ -81,6 +81,7 @@ def check_tool_use_row(reference: dict[str, Any], where: str) -> None:
 
 class ToolUseEnvironment(Environment):
     name = "tool_use"
+    keeps_special_tokens = True  # K2 tool-call markers are how the model calls tools
 
     def __init__(self, judge: judge_pb2_grpc.JudgeServiceStub, options: ToolUseOptions) -> None:
         super().__init__()

@@ -59,6 +59,24 @@ def enforce_staleness(groups: list[PromptGroup], partial: controller_pb2.Partial
     return dropped
 
 
+def split_stale(groups: list[PromptGroup], max_version_lag: int,
+                current_version: int) -> tuple[list[PromptGroup], list[PromptGroup]]:
+    """(fresh, stale) complete groups: a group is stale when one of its samples has tokens
+    sampled more than ``max_version_lag`` versions before ``current_version`` (0 = no
+    bound). The stale samples of a stale group start over, in place; the group is trained
+    once all K are fresh and finished again (bounded off-policyness, K2 section 3.3.4)."""
+    if not max_version_lag:
+        return groups, []
+    fresh, stale = [], []
+    for group in groups:
+        old = [s for s in group.samples
+               if s.oldest_version is not None and current_version - s.oldest_version > max_version_lag]
+        for sample in old:
+            group.samples[sample.sample_index] = Sample(sample.sample_index, sample.token_budget)
+        (stale if old else fresh).append(group)
+    return fresh, stale
+
+
 def split_steps(groups: list[PromptGroup], steps: int) -> list[list[PromptGroup]]:
     """Whole groups into at most ``steps`` non-empty batches of near-equal size."""
     steps = max(1, min(steps, len(groups)))

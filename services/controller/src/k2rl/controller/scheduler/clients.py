@@ -13,6 +13,19 @@ from k2rl.sandbox.v1 import sandbox_pb2_grpc
 from k2rl.trainer.v1 import trainer_pb2_grpc
 
 
+def replica_name(index: int) -> str:
+    """Dependency name of inference replica ``index``: inference, inference-1, inference-2, ..."""
+    return "inference" if index == 0 else f"inference-{index}"
+
+
+def with_replicas(dependencies: dict[str, str], replicas: list[str]) -> dict[str, str]:
+    """``dependencies`` with its inference* entries replaced by ``replicas`` (addresses)."""
+    if len(set(replicas)) != len(replicas):
+        raise ValueError(f"inference replica addresses must be distinct, got {replicas}")
+    others = {k: v for k, v in dependencies.items() if not k.startswith("inference")}
+    return {**others, **{replica_name(i): address for i, address in enumerate(replicas)}}
+
+
 @dataclass(frozen=True)
 class ServiceClients:
     """Stubs to trainer, every inference replica, checkpoint engine, and (optional) judge/sandbox."""

@@ -19,23 +19,34 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Tracer
 
 from k2rl.checkpoint_engine.v1 import checkpoint_engine_pb2 as ce_pb2
 from k2rl.common.v1 import common_pb2
 from k2rl.controller.environments import EnvironmentServices, EnvironmentSetup, build_environment
 from k2rl.controller.rollout import RolloutLimits, RolloutManager, RolloutOutcome, RolloutProgress
 from k2rl.controller.run_store import RunStore, TrainBatch
-from k2rl.controller.scheduler.batching import draw_groups, enforce_staleness, split_steps
+from k2rl.controller.scheduler.batching import (
+    draw_groups,
+    enforce_staleness,
+    split_stale,
+    split_steps,
+)
 from k2rl.controller.scheduler.clients import ServiceClients
 from k2rl.controller.scheduler.schedules import is_set, temperature_at
 from k2rl.controller.trajectories import PromptGroup, Sample, SampleStatus
 from k2rl.controller.v1 import controller_pb2 as pb
 from k2rl.core.store import VersionConflict
 from k2rl.inference.v1 import inference_pb2
+from k2rl.judge.v1 import judge_pb2
 from k2rl.models.tokenizer import Tokenizer
 from k2rl.trainer.v1 import trainer_pb2
 
@@ -54,16 +65,32 @@ class WeightUpdateFailed(RuntimeError):
 @dataclass
 class LoopOptions:
     colocated: bool = True
+    # Disaggregated mode only: roll out iteration n+1 while iteration n trains and updates
+    # weights (bounded staleness: PartialRolloutConfig.max_version_lag).
+    overlap_rollout: bool = False
     context_length: int = 512
     rpc_timeout_s: float = 600.0
     weight_update_timeout_s: float = 300.0
     on_phase: Callable[[int, int, float | None], None] = lambda iteration, phase, duration_ms: None
     on_progress: Callable[[int, RolloutProgress], None] = lambda iteration, progress: None
+    # One trace per iteration: a root span, a child per phase, the phases' RPCs below them.
+    tracer: Tracer = field(default_factory=trace.NoOpTracer)
 
 
 @dataclass
 class _Timings:
     phases: list[pb.PhaseTiming] = field(default_factory=list)
+
+
+@dataclass
+class _Rollout:
+    """A finished rollout phase whose train batch is not fixed yet."""
+
+    iteration: int
+    groups: list[PromptGroup]
+    weight_version: int
+    stats: dict[str, float]
+    timings: _Timings
 
 
 class IterationLoop:
@@ -93,6 +120,9 @@ class IterationLoop:
                           {s.name: s.max_turns for s in config.environments}, options.rpc_timeout_s),
             persist=lambda group: store.save_group(run_id, group), seed=config.seed)
         self._ptx = _read_ptx(config.ptx_dataset, tokenizer) if config.ptx_dataset else []
+        self._overlap = options.overlap_rollout and not options.colocated
+        self._prefetch: tuple[int, Future[_Rollout]] | None = None
+        self._prefetcher = ThreadPoolExecutor(1, thread_name_prefix="prefetch") if self._overlap else None
 
     # --- control ---
 
@@ -106,17 +136,37 @@ class IterationLoop:
         run, _ = self._run()
         return bool(self.config.iterations) and run.completed_iterations >= self.config.iterations
 
+    def close(self) -> None:
+        """Stop a rollout running ahead (overlap) and wait for it; its samples stay buffered."""
+        if self._prefetch is not None:
+            self.rollout.stop()
+            wait([self._prefetch[1]])
+            self._prefetch = None
+        if self._prefetcher is not None:
+            self._prefetcher.shutdown(wait=True)
+
     # --- one iteration ---
 
     def run_iteration(self) -> pb.IterationRecord:
         run, _ = self._run()
         iteration = run.completed_iterations
+        with self.options.tracer.start_as_current_span(
+                "rl.iteration", context=Context(),
+                attributes={"k2rl.run_id": self.run_id, "k2rl.iteration": iteration}) as span:
+            record = self._iteration(iteration)
+            span.set_attribute("k2rl.weight_version", record.new_weight_version)
+            return record
+
+    def _iteration(self, iteration: int) -> pb.IterationRecord:
         started = Timestamp()
         started.GetCurrentTime()
         timings = _Timings()
         batch = self.store.train_batch(self.run_id)
         if batch is None or batch.iteration != iteration:
-            batch = self._rollout_phase(iteration, timings)
+            rollout = self._prefetched(iteration) or self._rollout_phase(iteration)
+            timings.phases.extend(rollout.timings.phases)
+            batch = self._fix_batch(rollout)
+        self._prefetch_next(iteration, batch)
         groups = {self.store.group_key(self.run_id, g.group_id): g for g in self.store.buffered_groups(self.run_id)}
         trained = [groups[key] for key in batch.group_keys if key in groups]
         steps = self._train_phase(iteration, batch, trained, timings) if trained else []
@@ -127,15 +177,37 @@ class IterationLoop:
                     directory=self.config.checkpoint_directory or f"runs/{self.run_id}/checkpoints",
                     format=common_pb2.CHECKPOINT_FORMAT_TORCH_DCP, include_optimizer_state=True),
                     timeout=self.options.rpc_timeout_s)
-        return self._record(iteration, started, timings, batch, trained, steps, new_version)
+        record = self._record(iteration, started, timings, batch, trained, steps, new_version)
+        self._export_critic_data(iteration, trained)
+        return record
 
-    def _rollout_phase(self, iteration: int, timings: _Timings) -> TrainBatch:
+    def _prefetch_next(self, iteration: int, batch: TrainBatch) -> None:
+        """Overlap: start iteration + 1's rollout now, beside this iteration's training and
+        weight update; its samples pick up the new weights mid-way (recorded per span)."""
+        last = bool(self.config.iterations) and iteration + 1 >= self.config.iterations
+        if self._prefetcher is None or last or self.stop_after_iteration.is_set():
+            return
+        self._prefetch = (iteration + 1, self._prefetcher.submit(
+            self._rollout_phase, iteration + 1, frozenset(batch.group_keys)))
+
+    def _prefetched(self, iteration: int) -> _Rollout | None:
+        if self._prefetch is None:
+            return None
+        prefetched_iteration, future = self._prefetch
+        self._prefetch = None
+        rollout = future.result()  # StopRequested and rollout errors surface here
+        return rollout if prefetched_iteration == iteration else None
+
+    def _rollout_phase(self, iteration: int, exclude: frozenset[str] = frozenset()) -> _Rollout:
+        """Wake, roll out the buffer and new prompts (not the groups in ``exclude``: a batch
+        being trained), sleep. Persists samples as they change, not the train batch."""
+        timings = _Timings()
         version = self._fleet_version()
         if self.options.colocated:
             with self._phase(iteration, Phase.ITERATION_PHASE_INFERENCE_WAKE, timings):
                 for _, replica in self.clients.replicas:
                     replica.WakeUp(inference_pb2.WakeUpRequest(), timeout=self.options.rpc_timeout_s)
-        groups = self._groups_for(iteration, version)
+        groups = self._groups_for(iteration, exclude)
         dropped = enforce_staleness(groups, self.config.partial_rollout, version)
         with self._phase(iteration, Phase.ITERATION_PHASE_ROLLOUT, timings):
             outcome = self.rollout.run(groups, self._sampling_for(iteration), iteration,
@@ -150,19 +222,32 @@ class IterationLoop:
                 for _, replica in self.clients.replicas:
                     replica.Sleep(inference_pb2.SleepRequest(level=inference_pb2.SLEEP_LEVEL_1),
                                   timeout=self.options.rpc_timeout_s)
-        complete = [g for g in groups if g.complete]
+        return _Rollout(iteration, groups, version, _rollout_stats(groups, outcome, dropped), timings)
+
+    def _fix_batch(self, rollout: _Rollout) -> TrainBatch:
+        """The complete groups, less those with a sample more than max_version_lag versions
+        behind the weights now (their stale samples start over), durable before training."""
+        current = self._fleet_version()
+        complete = [g for g in rollout.groups if g.complete]
+        fresh, stale = split_stale(complete, self.config.partial_rollout.max_version_lag, current)
+        for group in stale:
+            self.store.save_group(self.run_id, group)
+        stats = dict(rollout.stats)
+        stats["trajectories_dropped"] += sum(len(g.samples) - sum(s.status is SampleStatus.FINISHED
+                                                                   for s in g.samples) for g in stale)
         start_step = self.clients.trainer.GetState(trainer_pb2.GetStateRequest(), timeout=30).step
-        batch = TrainBatch(iteration, [self.store.group_key(self.run_id, g.group_id) for g in complete], start_step,
-                           version, _rollout_stats(groups, outcome, dropped))
+        batch = TrainBatch(rollout.iteration, [self.store.group_key(self.run_id, g.group_id) for g in fresh],
+                           start_step, rollout.weight_version, stats)
         self.store.put_train_batch(self.run_id, batch)
         return batch
 
-    def _groups_for(self, iteration: int, version: int) -> list[PromptGroup]:
+    def _groups_for(self, iteration: int, exclude: frozenset[str] = frozenset()) -> list[PromptGroup]:
         """The buffer (oldest first) plus prompts_per_iteration new prompts (K1.5 partial
         rollout: the long tail continues beside fresh prompts), fewer while prompts drawn
         earlier have not started yet (a small iteration token budget must not grow the
         buffer without bound)."""
-        groups = self.store.buffered_groups(self.run_id)
+        groups = [g for g in self.store.buffered_groups(self.run_id)
+                  if self.store.group_key(self.run_id, g.group_id) not in exclude]
         untouched = sum(1 for g in groups if all(s.status is SampleStatus.PENDING for s in g.samples))
         missing = max(0, (self.config.prompts_per_iteration or 1) - untouched)
         if missing:
@@ -236,6 +321,37 @@ class IterationLoop:
             version = published.version.version
             self.wait_for_version(version)
         return version
+
+    def _export_critic_data(self, iteration: int, trained: list[PromptGroup]) -> None:
+        """ExportCriticData for the groups just trained, on the configured iterations. After
+        the iteration's commit, so at most once per group: a
+        crash in between loses that export (critic data is a by-product, never training data
+        of this run); an unreachable judge is logged, not fatal."""
+        export = self.config.critic_data
+        if not export.every_iterations or (iteration + 1) % export.every_iterations:
+            return
+        if self.clients.judge is None:
+            logger.warning("critic_data is set but no judge is configured; nothing exported")
+            return
+        wanted = set(export.environments)
+        rows = 0
+        for group in trained:
+            if wanted and group.environment not in wanted:
+                continue
+            request = judge_pb2.ExportCriticDataRequest(
+                prompt_id=group.task.get("task_id", group.group_id), dataset=export.dataset,
+                min_margin=export.min_margin,
+                prompt=self.tokenizer.decode(group.prompt_token_ids, skip_special_tokens=True),
+                samples=[judge_pb2.CriticDataSample(
+                    response=self.tokenizer.decode(s.output_token_ids, skip_special_tokens=True),
+                    reward=s.reward, verifier=s.verifier or group.environment)
+                    for s in group.samples if s.reward is not None])
+            try:
+                rows += self.clients.judge.ExportCriticData(request, timeout=self.options.rpc_timeout_s).rows_written
+            except grpc.RpcError as error:
+                logger.warning("iteration %d: ExportCriticData for %s failed: %s: %s", iteration, group.group_id,
+                               error.code().name, error.details())
+        logger.info("iteration %d: %d critic-refinement pairs exported", iteration, rows)
 
     def wait_for_version(self, version: int) -> None:
         """Block until every live replica serves ``version``; WeightUpdateFailed if it fails."""
@@ -311,10 +427,14 @@ class _PhaseTimer:
         self.loop, self.iteration, self.phase, self.timings = loop, iteration, phase, timings
 
     def __enter__(self) -> None:
+        name = pb.IterationPhase.Name(self.phase).removeprefix("ITERATION_PHASE_").lower()
+        self.span_scope = self.loop.options.tracer.start_as_current_span(f"rl.phase.{name}")
+        self.span_scope.__enter__()
         self.started = time.perf_counter()
         self.loop.options.on_phase(self.iteration, self.phase, None)
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.span_scope.__exit__(exc_type, exc, tb)
         if exc_type is None:
             self.loop._add_timing(self.iteration, self.phase, time.perf_counter() - self.started, self.timings)
 
