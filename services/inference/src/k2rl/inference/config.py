@@ -29,6 +29,10 @@ class InferenceSettings(ServiceSettings):
     max_batched_tokens: int = Field(4096, gt=0, description="padded tokens of one prefill step")
     max_context_length: int = Field(0, ge=0, description="prompt + output limit; 0 = the model's")
     enable_prefix_caching: bool = True
+    weight_update_standby: bool | None = Field(
+        None, description="native engine: receive weight updates in place into a standby parameter set, "
+        "swapped with the served one at commit (no allocation per update; costs one extra copy of the "
+        "weights, held from the first update on); unset = on for a CPU device, off for accelerators")
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM backend: GPUs the model is split over")
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vLLM backend: share of GPU memory it may use")
     vllm_engine_args: dict[str, Any] = Field(
@@ -62,6 +66,7 @@ class InferenceSettings(ServiceSettings):
             max_context_length=self.max_context_length,
             enable_prefix_caching=self.enable_prefix_caching,
             seed=self.seed,
+            weight_update_standby=self.weight_update_standby,
         )
 
     def vllm_options(self) -> VllmOptions:

@@ -31,7 +31,13 @@ from k2rl.inference.sequence import (
 )
 from k2rl.inference.sleep import MemoryPool, SleepState
 from k2rl.inference.stop import match_stop_string, visible_text
-from k2rl.inference.weights import InFlightPolicy, LayoutMismatch, WeightStager, WeightUpdateOutcome
+from k2rl.inference.weights import (
+    InFlightPolicy,
+    LayoutMismatch,
+    StandbyWeights,
+    WeightStager,
+    WeightUpdateOutcome,
+)
 from k2rl.models import CausalLM, KVCache
 from k2rl.models.kv_cache import bytes_per_token
 from k2rl.models.tokenizer import Tokenizer
@@ -50,6 +56,9 @@ class EngineConfig:
     max_context_length: int = 0  # 0: the model's max_position_embeddings (capped by the cache)
     enable_prefix_caching: bool = True
     seed: int = 0
+    # Receive updates in place into a second parameter set (one extra copy of the weights,
+    # held from the first update on); None = on for a CPU device, off for accelerators.
+    weight_update_standby: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +169,10 @@ class Engine:
         self._requests: dict[str, _RequestState] = {}
         self._outbox: list[SequenceUpdate] = []
         self._host_weights: dict[str, torch.Tensor] | None = None
+        standby = self.config.weight_update_standby
+        if standby is None:
+            standby = self.device.type == "cpu"
+        self.standby_weights = StandbyWeights() if standby else None
         self.prompt_tokens_total = 0
         self.cached_prompt_tokens_total = 0
         self.generated_tokens_total = 0
@@ -187,6 +200,10 @@ class Engine:
 
     def weight_bytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in self.model.parameters() if p.device.type != "meta")
+
+    def standby_weight_bytes(self) -> int:
+        """Memory held by the standby parameter set (0 when off or not allocated yet)."""
+        return self.standby_weights.nbytes if self.standby_weights is not None else 0
 
     # --- requests -------------------------------------------------------------------
 
@@ -387,7 +404,9 @@ class Engine:
 
     def sleep(self, level: int) -> int:
         """Release device memory; returns the bytes freed. Level 1 keeps the weights in host
-        memory (version kept), level 2 drops them (version 0 until the next update)."""
+        memory (version kept), level 2 drops them (version 0 until the next update). The
+        standby parameter set is freed whenever the weights leave the device (level 2, or
+        level 1 on an accelerator) and reallocated by the next update."""
         if level not in (1, 2):
             raise InvalidArgument(f"sleep level must be 1 or 2, got {level}", field="level")
         if self.has_work:
@@ -397,6 +416,8 @@ class Engine:
         freed = self.kv_cache_bytes()
         self.kv_cache, self.scheduler = None, None
         on_device = self.device.type != "cpu"
+        if (level == 2 or on_device) and self.standby_weights is not None:
+            freed += self.standby_weights.drop()  # scratch: reallocated by the next update
         if level == 1:
             if on_device:
                 freed += self.weight_bytes()
@@ -436,7 +457,7 @@ class Engine:
             return WeightUpdateOutcome.STALE_VERSION
         if self.sleep_state in (SleepState.LEVEL_1, SleepState.LEVEL_2):
             self.wake_up([MemoryPool.WEIGHTS])
-        return WeightStager(self.model, version)
+        return WeightStager(self.model, version, self.standby_weights)
 
     def commit_weights(self, stager: WeightStager, policy: InFlightPolicy = InFlightPolicy.REFUSE) -> WeightUpdateOutcome:
         """Swap in a fully staged version (call between steps). See ``InFlightPolicy``."""
@@ -474,8 +495,11 @@ class Engine:
         begun = self.begin_weight_update(version)
         if isinstance(begun, WeightUpdateOutcome):
             return begun
-        begun.load_all(tensors)
-        return self.commit_weights(begun, policy)
+        try:
+            begun.load_all(tensors)
+            return self.commit_weights(begun, policy)
+        finally:
+            begun.close()
 
     # --- stats ----------------------------------------------------------------------
 

@@ -6,9 +6,11 @@ the engine can reuse the slot); with the vLLM backend each vLLM worker runs its 
 receiver and ``vllm_backend.WorkerReceiver`` only passes the metadata on. Nothing reaches
 the model before ``commit``: then the received tensors are staged next to the served
 weights and swapped in between two scheduler steps (``Engine.commit_weights``; the vLLM
-workers load theirs with ``load_weights``). Meanwhile the replica keeps serving its
-previous version; if the stream breaks off, the partial update is dropped and the
-previous version stays.
+workers load theirs with ``load_weights``). With the native engine's standby parameter set
+on, the receiver copies straight into it (``destinations``), so staging adopts those
+tensors without a copy and no update after the first allocates. Meanwhile the replica
+keeps serving its previous version; if the stream breaks off, the partial update is
+dropped and the previous version stays.
 """
 
 from __future__ import annotations
@@ -82,6 +84,8 @@ class WeightUpdateSession:
             yield from self._receive(requests, begin, receiver, stager, policy)
         finally:
             receiver.close()
+            if isinstance(stager, WeightStager):
+                stager.close()  # after a failure or refusal: the standby set goes back unused
 
     @staticmethod
     def _begin(engine: Engine | VllmEngine, version: int,
@@ -106,8 +110,12 @@ class WeightUpdateSession:
             slots = {s.slot: wire.descriptor_from_proto(s.handle) for s in begin.slots}
         except ValueError as error:
             raise InvalidArgument(str(error), field="begin.slots") from None
+        verify = not begin.skip_checksum_verification
         try:
-            receiver.begin(version, bucket_count, slots, verify=not begin.skip_checksum_verification)
+            if isinstance(receiver, WeightReceiver) and isinstance(stager, WeightStager):
+                receiver.begin(version, bucket_count, slots, verify=verify, destinations=stager.destinations)
+            else:
+                receiver.begin(version, bucket_count, slots, verify=verify)
         except OSError as error:
             yield self._result(common_pb2.WEIGHT_UPDATE_OUTCOME_TRANSFER_FAILED, "IPC_OPEN_FAILED", str(error))
             return

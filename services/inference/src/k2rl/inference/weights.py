@@ -7,11 +7,18 @@ when every parameter is covered does the engine swap the staged buffers in, betw
 scheduler steps, by replacing each parameter's storage (``param.data = staged``): an
 O(number of parameters) pointer swap, so no step ever sees a mix of versions. The cost is
 one extra copy of the weights in memory while an update is staged.
+
+With a ``StandbyWeights`` (double buffering) that copy is kept between updates: the staged
+buffers are the standby set, written in place every version, and the swap hands the
+previously served storage back as the next standby set. No update allocates after the
+first one; on the host that matters, since writing fresh pages is several times slower than
+writing touched ones. The price is one extra copy of the weights held at all times.
 """
 
 from __future__ import annotations
 
 import enum
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -58,6 +65,65 @@ def served_tensors(model: CausalLM) -> dict[str, torch.Tensor]:
     return state
 
 
+def _fits(tensors: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]) -> bool:
+    return tensors.keys() == targets.keys() and all(
+        tensor.shape == targets[name].shape and tensor.dtype == targets[name].dtype
+        and tensor.device == targets[name].device and tensor.is_contiguous()
+        for name, tensor in tensors.items()
+    )
+
+
+class StandbyWeights:
+    """The parameter set an update is written into while the other one is served.
+
+    Lent to one ``WeightStager`` at a time (a concurrent update stages into fresh tensors
+    instead); the stager that commits returns the storage it replaced, so the two sets
+    alternate. Its contents are scratch: a failed update leaves it partly written, and a
+    stager only swaps once every tensor is covered again, so nothing stale is ever served.
+    """
+
+    def __init__(self) -> None:
+        self._tensors: dict[str, torch.Tensor] | None = None
+        self._holder: object | None = None
+        self._lock = threading.Lock()
+
+    def lend(self, targets: Mapping[str, torch.Tensor], holder: object) -> dict[str, torch.Tensor]:
+        """Tensors like ``targets`` (allocated on first use or when the layout changed), or
+        ``{}`` while another holder has them."""
+        with self._lock:
+            if self._holder is not None:
+                return {}
+            if self._tensors is None or not _fits(self._tensors, targets):
+                self._tensors = {
+                    name: torch.empty_like(target, memory_format=torch.contiguous_format)
+                    for name, target in targets.items()
+                }
+            self._holder = holder
+            return self._tensors
+
+    def give_back(self, holder: object, replaced: dict[str, torch.Tensor] | None = None) -> None:
+        """End ``holder``'s loan; ``replaced`` (the storage a swap took out of service)
+        becomes the standby set. A no-op for anyone but the holder."""
+        with self._lock:
+            if self._holder is not holder:
+                return
+            self._holder = None
+            if replaced is not None:
+                self._tensors = replaced
+
+    def drop(self) -> int:
+        """Free the set (sleep); returns its bytes. Reallocated by the next update."""
+        with self._lock:
+            freed = self.nbytes
+            self._tensors = None
+            return freed
+
+    @property
+    def nbytes(self) -> int:
+        tensors = self._tensors or {}
+        return sum(t.numel() * t.element_size() for t in tensors.values() if t.device.type != "meta")
+
+
 @dataclass
 class _Staged:
     buffer: torch.Tensor
@@ -67,11 +133,13 @@ class _Staged:
 class WeightStager:
     """Receives the tensors of one version; ``complete`` once every parameter is covered."""
 
-    def __init__(self, model: CausalLM, version: int) -> None:
+    def __init__(self, model: CausalLM, version: int, standby: StandbyWeights | None = None) -> None:
         self.version = version
         self._targets = served_tensors(model)
         self._tied = model.config.tie_word_embeddings
         self._staged: dict[str, _Staged] = {}
+        self._standby = standby
+        self.destinations = standby.lend(self._targets, self) if standby is not None else {}
         self.bytes_loaded = 0
 
     def load(self, name: str, tensor: torch.Tensor, element_offset: int = 0, *, adopt: bool = False) -> None:
@@ -100,8 +168,10 @@ class WeightStager:
             return
         staged = self._staged.get(name)
         if staged is None:
-            staged = _Staged(torch.empty_like(target, memory_format=torch.contiguous_format, device=device))
-            self._staged[name] = staged
+            buffer = self.destinations.get(name)
+            if buffer is None:
+                buffer = torch.empty_like(target, memory_format=torch.contiguous_format, device=device)
+            staged = self._staged[name] = _Staged(buffer)
         flat = staged.buffer.view(-1)
         flat[element_offset : element_offset + tensor.numel()].copy_(tensor.reshape(-1))
         staged.covered += tensor.numel()
@@ -124,11 +194,21 @@ class WeightStager:
         return not self.missing()
 
     def swap_into(self, model: CausalLM) -> None:
-        """Install the staged tensors (caller guarantees no forward runs concurrently)."""
+        """Install the staged tensors (caller guarantees no forward runs concurrently); the
+        storage they replace becomes the standby set."""
         missing = self.missing()
         if missing:
             raise LayoutMismatch(f"{len(missing)} parameters not covered, e.g. {missing[:3]}")
         targets = served_tensors(model)
+        replaced = {}
         for name, staged in self._staged.items():
+            replaced[name] = targets[name].data
             targets[name].data = staged.buffer
         self._staged.clear()
+        if self._standby is not None:
+            self._standby.give_back(self, replaced)
+
+    def close(self) -> None:
+        """Give the standby set back unused (the update failed or was refused); idempotent."""
+        if self._standby is not None:
+            self._standby.give_back(self)
