@@ -3,7 +3,8 @@ iteration is one trace across them, and the trainer and controller export what i
 
 The test starts controller, inference, trainer, checkpoint engine (+ one engine worker),
 judge and sandbox (``LocalCluster``), every service writing its finished spans to a
-JSON-lines file (``trace_file``), and runs ``k2rl run --no-start-services`` against them:
+JSON-lines file (``trace_file``; the engine worker reads checkpoint_engine's settings, so
+it appends to that service's file), and runs ``k2rl run --no-start-services`` against them:
 the trainer's weights are published to inference, then one iteration of a code
 environment runs: the controller generates on inference, the judge scores each response
 by running it in the sandbox, the trainer trains and publishes weights through the
@@ -183,7 +184,7 @@ def test_one_rl_iteration_is_one_trace_across_all_six_services(iteration: Iterat
     # one tree: every span but the root has its parent in the same trace, across processes
     orphans = [s["name"] for s in trace if s is not root and s["parent_span_id"] not in by_id]
     assert not orphans, orphans
-    assert {_service(s) for s in trace} == set(SERVICE_NAMES)
+    assert {_service(s) for s in trace} == {*SERVICE_NAMES, "checkpoint_engine_worker"}
     assert all(root in _ancestors(s, by_id) for s in trace if s is not root)
 
     phases = {s["name"]: s for s in trace if s["parent_span_id"] == root["span_id"]}
@@ -222,6 +223,20 @@ def test_one_rl_iteration_is_one_trace_across_all_six_services(iteration: Iterat
     waits = [w for w in _server_spans(trace, "checkpoint_engine", "/WaitForVersion")
              if _service(by_id[w["parent_span_id"]]) == "controller"]  # the trainer waits for gathering, too
     assert waits and all(phase_of(called_from(w, "controller")) == "rl.phase.weight_update" for w in waits)
+
+    # the engine worker picks the version up by polling the coordinator; the plan carries the
+    # publish's traceparent, so the worker's spans and its pushes to the replica hang under it
+    (update,) = [s for s in trace if s["name"] == "engine_worker.update"]
+    assert _service(update) == "checkpoint_engine_worker" and update["parent_span_id"] == publish_version["span_id"]
+    assert update["attributes"]["k2rl.weight_version"] == iteration.line["new_weight_version"]
+    steps = {s["name"]: s for s in trace if s["parent_span_id"] == update["span_id"]}
+    assert {"engine_worker.gather", "engine_worker.broadcast", "engine_worker.commit"} <= steps.keys(), sorted(steps)
+    (reload,) = _server_spans(trace, "inference", "/UpdateWeights")
+    push = called_from(reload, "checkpoint_engine_worker")
+    assert update in _ancestors(push, by_id)
+    progress = [s for s in _server_spans(trace, "checkpoint_engine", "/ReportVersionProgress")
+                if update in _ancestors(called_from(s, "checkpoint_engine_worker"), by_id)]
+    assert len(progress) == 2  # DISTRIBUTING, then COMPLETE
 
     counts = defaultdict(int)
     for span in trace:

@@ -3,6 +3,7 @@ real processes on loopback. Replicas are k2rl.checkpoint_engine.reference_replic
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import time
@@ -36,7 +37,8 @@ def _assert_holds(c, name: str, version: int, params) -> None:  # noqa: ANN001
 
 @pytest.mark.parametrize("data_path", ["shared_slots", "broadcast"])
 def test_versions_reach_every_replica_bit_identical_and_a_restarted_replica_catches_up(tmp_path, data_path) -> None:  # noqa: ANN001
-    with cluster(tmp_path, data_path=data_path) as c:
+    spans_file = tmp_path / "spans.jsonl"  # the coordinator and both workers append their spans here
+    with cluster(tmp_path, data_path=data_path, trace_file=spans_file) as c:
         c.start_replica("r0", SHARD_0)
         c.start_replica("r1", SHARD_1)
         for step in (1, 2):
@@ -60,6 +62,34 @@ def test_versions_reach_every_replica_bit_identical_and_a_restarted_replica_catc
         final = c.wait(version)
         assert final.phase == ce.VERSION_PHASE_COMPLETE
         _assert_holds(c, "r0", version, params)
+    _assert_traced_under_their_publishes([json.loads(line) for line in spans_file.read_text().splitlines()])
+
+
+def _assert_traced_under_their_publishes(spans: list[dict]) -> None:
+    """Each worker's span of a version is a child of the version's PublishVersion call (the
+    plan carries its traceparent), with the UpdateWeights push to its replica inside; the
+    P2P push to the restarted replica is a trace of its own, linked to the last publish."""
+    by_id = {s["span_id"]: s for s in spans}
+
+    def pushes_under(span: dict) -> list[dict]:
+        inside = {span["span_id"]} | {s["span_id"] for s in spans if s["parent_span_id"] == span["span_id"]}
+        return [s for s in spans if s["kind"] == "CLIENT" and s["name"].endswith("InferenceService/UpdateWeights")
+                and s["parent_span_id"] in inside]
+
+    publishes = [s for s in spans if s["kind"] == "SERVER" and s["name"].endswith("/PublishVersion")]
+    updates = [s for s in spans if s["name"] == "engine_worker.update"]
+    assert len(publishes) == 2 and len(updates) == 2 * 2  # two versions, two workers
+    for update in updates:
+        publish = by_id.get(update["parent_span_id"])
+        assert publish in publishes and update["trace_id"] == publish["trace_id"], update
+        assert update["service"] == "k2rl-checkpoint_engine_worker" and update["status"] == "UNSET"
+        steps = {s["name"] for s in spans if s["parent_span_id"] == update["span_id"]}
+        assert {"engine_worker.gather", "engine_worker.broadcast", "engine_worker.commit"} <= steps, steps
+        assert len(pushes_under(update)) == 1  # each worker feeds one of the two replicas
+    p2p = [s for s in spans if s["name"] == "engine_worker.p2p"]
+    last = {"trace_id": publishes[-1]["trace_id"], "span_id": publishes[-1]["span_id"]}
+    assert len(p2p) == 2 and all(s["parent_span_id"] is None and s["links"] == [last] for s in p2p)
+    assert sum(len(pushes_under(s)) for s in p2p) == 1  # to the restarted replica
 
 
 def test_a_corrupted_bucket_is_refused_by_the_replicas_which_keep_the_previous_version(tmp_path) -> None:  # noqa: ANN001

@@ -4,18 +4,23 @@ Export is off unless ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``K2RL_OTLP_ENDPOINT``)
 ``trace_file`` appends finished spans as JSON lines, which is how tests see one trace
 crossing several processes. Context crosses process boundaries as W3C ``traceparent``
 in gRPC metadata (see interceptors.py), and thread-pool boundaries inside a process
-through ``carry_context_into_executors`` (installed by every service runtime).
+through ``carry_context_into_executors`` (installed by every service runtime). Work that
+a request hands to another process through stored state rather than an RPC (a published
+weight version that engine workers pick up) carries ``current_traceparent()`` along and
+starts its spans under ``context_from_traceparent``.
 """
 
 from __future__ import annotations
 
 import contextvars
 import json
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -28,6 +33,19 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 PROPAGATOR: TextMapPropagator = TraceContextTextMapPropagator()
+TRACEPARENT = "traceparent"
+
+
+def current_traceparent() -> str:
+    """The current span's context as a W3C ``traceparent`` ("" when nothing is traced)."""
+    carrier: dict[str, str] = {}
+    PROPAGATOR.inject(carrier)
+    return carrier.get(TRACEPARENT, "")
+
+
+def context_from_traceparent(traceparent: str) -> Context:
+    """A context whose parent is ``traceparent``; an empty or malformed one gives a root."""
+    return PROPAGATOR.extract({TRACEPARENT: traceparent} if traceparent else {})
 
 _plain_submit = ThreadPoolExecutor.submit
 
@@ -51,23 +69,30 @@ def carry_context_into_executors() -> None:
 
 
 class JsonLinesSpanExporter(SpanExporter):
-    """Appends each finished span as one JSON object per line (safe across threads)."""
+    """Appends each finished span as one JSON object per line.
+
+    Safe across threads and processes sharing the file (a service and its worker
+    processes read the same ``trace_file``): each export is one ``O_APPEND`` write.
+    """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = path.open("a", encoding="utf-8")
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._lock = threading.Lock()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        lines = [json.dumps(span_to_dict(span)) + "\n" for span in spans]
+        data = "".join(json.dumps(span_to_dict(span)) + "\n" for span in spans).encode()
         with self._lock:
-            self._file.writelines(lines)
-            self._file.flush()
-        return SpanExportResult.SUCCESS
+            if self._fd is None:
+                return SpanExportResult.FAILURE
+            written = os.write(self._fd, data)
+        return SpanExportResult.SUCCESS if written == len(data) else SpanExportResult.FAILURE
 
     def shutdown(self) -> None:
         with self._lock:
-            self._file.close()
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 def span_to_dict(span: ReadableSpan) -> dict[str, object]:
@@ -81,6 +106,8 @@ def span_to_dict(span: ReadableSpan) -> dict[str, object]:
         "service": span.resource.attributes.get("service.name"),
         "status": span.status.status_code.name,
         "attributes": dict(span.attributes or {}),
+        "links": [{"trace_id": f"{link.context.trace_id:032x}", "span_id": f"{link.context.span_id:016x}"}
+                  for link in span.links],
         "start_ns": span.start_time,
         "end_ns": span.end_time,
     }

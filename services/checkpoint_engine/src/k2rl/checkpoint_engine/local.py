@@ -6,6 +6,7 @@ processes."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -124,12 +125,17 @@ def make_params(seed: int, layers: int = 3, width: int = 64) -> list[dict[str, t
 @contextmanager
 def cluster(tmp_path: Path, *, workers: int = 2, bucket_bytes: int = 16 * 1024, pipeline: str = "two_stage",
             verify_source: bool = True, collective_timeout_s: float = 10, lease_ttl_ms: int = 3000,
-            data_path: str = "auto", checksum: ChecksumAlgorithm = ChecksumAlgorithm.XXH3_64) -> Iterator[Cluster]:
+            data_path: str = "auto", checksum: ChecksumAlgorithm = ChecksumAlgorithm.XXH3_64,
+            trace_file: Path | None = None) -> Iterator[Cluster]:
+    """``trace_file``: the coordinator and the engine workers append their spans there."""
     out = tmp_path / "replicas"
     out.mkdir()
+    tracing = {} if trace_file is None else {"trace_file": trace_file}
+    worker_env = {**os.environ, **({"K2RL_TRACE_FILE": str(trace_file)} if trace_file else {})}
     with ExitStack() as stack:
         runtime = stack.enter_context(serve_in_process(SERVICE, state_url=f"sqlite:///{tmp_path}/state.db",
-                                                       bucket_bytes=bucket_bytes, lease_ttl_ms=lease_ttl_ms))
+                                                       bucket_bytes=bucket_bytes, lease_ttl_ms=lease_ttl_ms,
+                                                       **tracing))
         address = runtime.settings.address
         channel = grpc.insecure_channel(address)
         stack.callback(channel.close)
@@ -147,7 +153,7 @@ def cluster(tmp_path: Path, *, workers: int = 2, bucket_bytes: int = 16 * 1024, 
                        "--collective-timeout-s", str(collective_timeout_s), "--replica-timeout-s", "10"]
             if not verify_source:
                 command.append("--no-verify-source-checksums")
-            state.workers.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True))
+            state.workers.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=worker_env))
         stack.callback(_stop_all, state)
         for worker in state.workers:  # each prints "ready <worker id>" once registered
             assert worker.stdout.readline().startswith("ready"), "engine worker failed to start"

@@ -12,6 +12,7 @@ from k2rl.checkpoint_engine.settings import CheckpointEngineSettings
 from k2rl.checkpoint_engine.v1 import checkpoint_engine_pb2 as ce
 from k2rl.checkpoint_engine.v1 import checkpoint_engine_pb2_grpc
 from k2rl.core.errors import InvalidArgument
+from k2rl.core.tracing import current_traceparent
 from k2rl.weights import LayoutError, select_shard
 from k2rl.weights import proto as wire
 
@@ -35,6 +36,7 @@ class CheckpointEngineServicer(checkpoint_engine_pb2_grpc.CheckpointEngineServic
 
     def PublishVersion(self, request: ce.PublishVersionRequest, context: grpc.ServicerContext) -> ce.PublishVersionResponse:
         plan = plan_from_request(request, self._settings.bucket_bytes, self._settings.max_tensors_per_version)
+        plan.trace_parent = current_traceparent()  # the workers' spans of this version join the publisher's trace
         version, targets = self._coordinator.publish(plan, request.version.version)
         return ce.PublishVersionResponse(version=version, bucket_count=len(plan.buckets), target_replicas=targets)
 

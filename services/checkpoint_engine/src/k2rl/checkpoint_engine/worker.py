@@ -28,6 +28,13 @@ Data path (``WorkerSettings.data_path``, chosen at start from the nodes the work
     collective failure (a peer died) the worker reports the version FAILED, cancels its
     replica streams (they keep their previous version) and exits non-zero instead of hanging.
 
+Tracing: the worker exports spans like a service (``otlp_endpoint`` / ``trace_file`` of its
+settings) as ``checkpoint_engine_worker``. Its span of a version (gather, broadcast,
+commit, and the UpdateWeights calls to its replicas inside) is a child of the
+PublishVersion call whose traceparent the plan carries, so it joins the publisher's trace
+(in an RL run, the iteration's); a P2P push to a late replica starts its own trace,
+linked to the publish.
+
 Control: rank 0 asks the coordinator what to do next (a long poll that answers as soon as
 a version is published or a replica joins) and broadcasts the decision, so all
 ranks run the same job: a global update for a new version, or a P2P push of the current
@@ -45,6 +52,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -52,6 +60,8 @@ from pathlib import Path
 import grpc
 import torch
 import torch.distributed as dist
+from opentelemetry import trace
+from opentelemetry.context import Context
 
 from k2rl.checkpoint_engine.replica_push import ReplicaSession
 from k2rl.checkpoint_engine.settings import WorkerSettings
@@ -61,6 +71,7 @@ from k2rl.checkpoint_engine.v1 import checkpoint_engine_pb2_grpc
 from k2rl.common.v1 import common_pb2
 from k2rl.core.client import ClientOptions, close_stub, create_stub
 from k2rl.core.config import load_settings
+from k2rl.core.tracing import build_tracer_provider, context_from_traceparent
 from k2rl.inference.v1 import inference_pb2, inference_pb2_grpc
 from k2rl.weights import (
     DEFAULT_ALIGNMENT,
@@ -81,6 +92,8 @@ from k2rl.weights import (
 from k2rl.weights import proto as wire
 
 log = logging.getLogger(__name__)
+
+TRACE_SERVICE = "checkpoint_engine_worker"  # service.name k2rl-checkpoint_engine_worker on its spans
 
 
 class CollectiveFailure(RuntimeError):
@@ -107,7 +120,9 @@ class EngineWorker:
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
         self.rank, self.world_size = settings.rank, settings.world_size
-        options = ClientOptions.from_settings(settings)
+        self.tracer_provider = build_tracer_provider(TRACE_SERVICE, settings.otlp_endpoint, settings.trace_file)
+        self._tracer = self.tracer_provider.get_tracer(__name__)
+        options = ClientOptions.from_settings(settings, self.tracer_provider)
         self._options = options
         self._coordinator = create_stub(checkpoint_engine_pb2_grpc.CheckpointEngineServiceStub,
                                         settings.dependencies["checkpoint_engine"], options)
@@ -188,6 +203,7 @@ class EngineWorker:
         close_stub(self._coordinator)
         if dist.is_initialized():
             dist.destroy_process_group()
+        self.tracer_provider.shutdown()
 
     def _register(self) -> None:
         request = ce.RegisterWorkerRequest(
@@ -261,6 +277,28 @@ class EngineWorker:
     def update(self, plan: ce.GetVersionPlanResponse, replicas: list[tuple[str, str]], p2p: bool = False) -> PhaseTimes:
         """Run one version on this rank. ``replicas`` is the job's full list, the same on every
         rank; replica i is fed by rank i % world_size."""
+        with self._version_span(plan, p2p, len(replicas)) as span:
+            times = self._update(plan, replicas, p2p)
+            span.set_attribute("k2rl.engine.bytes_gathered", times.bytes_gathered)
+            return times
+
+    def _version_span(self, plan: ce.GetVersionPlanResponse, p2p: bool, replicas: int) -> AbstractContextManager[trace.Span]:
+        publish = context_from_traceparent(plan.trace_parent)
+        attributes = {"k2rl.weight_version": plan.version.version, "k2rl.engine.rank": self.rank,
+                      "k2rl.engine.world_size": self.world_size, "k2rl.engine.buckets": len(plan.buckets),
+                      "k2rl.engine.replicas": replicas, "k2rl.engine.data_path": self.data_path,
+                      "k2rl.engine.pipeline": self.settings.pipeline}
+        if not p2p:
+            return self._tracer.start_as_current_span("engine_worker.update", context=publish, attributes=attributes)
+        published = trace.get_current_span(publish).get_span_context()
+        return self._tracer.start_as_current_span(
+            "engine_worker.p2p", context=Context(), attributes=attributes,
+            links=[trace.Link(published)] if published.is_valid else [])
+
+    def _span(self, phase: str) -> AbstractContextManager[trace.Span]:
+        return self._tracer.start_as_current_span(f"engine_worker.{phase}")
+
+    def _update(self, plan: ce.GetVersionPlanResponse, replicas: list[tuple[str, str]], p2p: bool) -> PhaseTimes:
         version = plan.version.version
         buckets = [wire.bucket_from_proto(p.bucket) for p in plan.buckets]
         times = PhaseTimes()
@@ -278,25 +316,28 @@ class EngineWorker:
             if p2p and self._retained[0] == version:
                 owned = self._retained[1]  # the trainer may have reused its buffers since
             elif self.settings.pipeline == "two_stage":
-                owned = self._gather(plan, buckets, source, times)
+                with self._span("gather"):
+                    owned = self._gather(plan, buckets, source, times)
             else:
                 owned = {}
             if not p2p:
                 self._report(version, ce.VERSION_PHASE_DISTRIBUTING, 0, times)
-            if direct:
-                shares, digests = self._exchange_shares(plan, owned, times)
-                sessions = self._open_sessions(plan.version, len(buckets), mine, shares)
-                self._serve_shares(buckets, digests, sessions, times)
-            elif self._shared is not None:
-                self._distribute_shared(plan, buckets, source, owned, sessions, times)
-            else:
-                self._distribute(plan, buckets, source, owned, sessions, times, serving if p2p else None)
+            with self._span("broadcast"):  # and the replicas' reloads, which overlap it
+                if direct:
+                    shares, digests = self._exchange_shares(plan, owned, times)
+                    sessions = self._open_sessions(plan.version, len(buckets), mine, shares)
+                    self._serve_shares(buckets, digests, sessions, times)
+                elif self._shared is not None:
+                    self._distribute_shared(plan, buckets, source, owned, sessions, times)
+                else:
+                    self._distribute(plan, buckets, source, owned, sessions, times, serving if p2p else None)
             self._retained = (version, owned) if owned else (0, {})
             start = time.perf_counter()
-            for session in sessions:
-                session.commit(version, len(buckets))
-            for session in sessions:
-                session.wait_result()
+            with self._span("commit"):
+                for session in sessions:
+                    session.commit(version, len(buckets))
+                for session in sessions:
+                    session.wait_result()
             times.seconds["commit"] += time.perf_counter() - start
         except BaseException:
             for session in sessions:

@@ -309,18 +309,20 @@ class GetVersionPlanRequest(_message.Message):
     def __init__(self, version: _Optional[int] = ...) -> None: ...
 
 class GetVersionPlanResponse(_message.Message):
-    __slots__ = ("version", "phase", "trainer", "checkpoint", "buckets")
+    __slots__ = ("version", "phase", "trainer", "checkpoint", "buckets", "trace_parent")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     TRAINER_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    TRACE_PARENT_FIELD_NUMBER: _ClassVar[int]
     version: _common_pb2.WeightVersion
     phase: VersionPhase
     trainer: TrainerWeightSource
     checkpoint: CheckpointWeightSource
     buckets: _containers.RepeatedCompositeFieldContainer[PlannedBucket]
-    def __init__(self, version: _Optional[_Union[_common_pb2.WeightVersion, _Mapping]] = ..., phase: _Optional[_Union[VersionPhase, str]] = ..., trainer: _Optional[_Union[TrainerWeightSource, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointWeightSource, _Mapping]] = ..., buckets: _Optional[_Iterable[_Union[PlannedBucket, _Mapping]]] = ...) -> None: ...
+    trace_parent: str
+    def __init__(self, version: _Optional[_Union[_common_pb2.WeightVersion, _Mapping]] = ..., phase: _Optional[_Union[VersionPhase, str]] = ..., trainer: _Optional[_Union[TrainerWeightSource, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointWeightSource, _Mapping]] = ..., buckets: _Optional[_Iterable[_Union[PlannedBucket, _Mapping]]] = ..., trace_parent: _Optional[str] = ...) -> None: ...
 
 class ReportVersionProgressRequest(_message.Message):
     __slots__ = ("reporter_worker_id", "version", "phase", "bytes_distributed", "error", "phase_seconds", "bytes_gathered")
