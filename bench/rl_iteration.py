@@ -37,8 +37,8 @@ The first ``--warmup`` iterations are not counted. Figures per mode:
 * ``train_rpc_overhead``: train-phase wall time over the trainer's own step_time_ms (the
   cost of streaming trajectories in and of the RPC).
 
-    python bench/rl_iteration.py                    # ~4-5 minutes on 2 cores (all three modes)
-    python bench/rl_iteration.py --modes colocated,colocated_one_process
+    python bench/rl_iteration.py                    # ~3 minutes on 2 cores (all three modes)
+    python bench/rl_iteration.py --modes colocated,colocated_one_process --iterations 20   # steadier ratio
     python bench/rl_iteration.py --iterations 10 --pretrain-steps 0
 """
 
