@@ -4,7 +4,8 @@ into another process through a stored traceparent; span files take several write
 from __future__ import annotations
 
 import json
-import multiprocessing
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,7 +15,6 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from k2rl.core.tracing import (
-    build_tracer_provider,
     carry_context_into_executors,
     context_from_traceparent,
     current_traceparent,
@@ -63,23 +63,26 @@ def test_a_stored_traceparent_parents_spans_started_later_and_a_missing_one_give
     assert spans["untraced"].parent is None and spans["garbled"].parent is None
 
 
-def _write_spans(path: Path, service: str, count: int) -> None:
-    provider = build_tracer_provider(service, trace_file=path)
-    tracer = provider.get_tracer("test")
-    for index in range(count):
-        with tracer.start_as_current_span(f"{service}-{index}", attributes={"padding": "x" * 3000}):
-            pass
-    provider.shutdown()
+# Run in separate interpreters: with --import-mode=importlib a spawned child cannot import
+# this test module, so each writer is a small program of its own.
+WRITE_SPANS = """
+import sys
+from pathlib import Path
+from k2rl.core.tracing import build_tracer_provider
+path, service, count = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+provider = build_tracer_provider(service, trace_file=path)
+tracer = provider.get_tracer("test")
+for index in range(count):
+    with tracer.start_as_current_span(f"{service}-{index}", attributes={"padding": "x" * 3000}):
+        pass
+provider.shutdown()
+"""
 
 
 def test_processes_sharing_a_span_file_append_whole_lines(tmp_path: Path) -> None:
     path = tmp_path / "spans.jsonl"
-    writers = [multiprocessing.get_context("spawn").Process(target=_write_spans, args=(path, f"w{i}", 200))
-               for i in range(3)]
+    writers = [subprocess.Popen([sys.executable, "-c", WRITE_SPANS, str(path), f"w{i}", "200"]) for i in range(3)]
     for writer in writers:
-        writer.start()
-    for writer in writers:
-        writer.join(timeout=60)
-        assert writer.exitcode == 0
+        assert writer.wait(timeout=60) == 0
     spans = [json.loads(line) for line in path.read_text().splitlines()]
     assert sorted(s["name"] for s in spans) == sorted(f"w{i}-{n}" for i in range(3) for n in range(200))

@@ -9,8 +9,10 @@ verified against the bucket's checksum in the same pass over the bytes).
     overlap: bucket i+1 is broadcast into one slot while replicas reload bucket i from
     the other. On one node (shared_slots) there is nothing left to broadcast: the workers
     swap their share buffers' descriptors once and every replica reads every bucket
-    straight from its owner's share buffer - one copy of each byte on the engine side, no
-    per-bucket collective.
+    straight from its owner's share buffer - one copy of each byte on the engine side.
+    There the gather is pipelined with the reloads across processes: the workers gather
+    round by round (one bucket each, in parallel), and after each round's barrier (a
+    W-word all_reduce) replicas reload that round while the next one is gathered.
   * three_stage: gathering bucket i+1 into the single H2D buffer also overlaps with the
     broadcast of bucket i (a copy thread).
 Data path (``WorkerSettings.data_path``, chosen at start from the nodes the workers run on):
@@ -36,8 +38,8 @@ PublishVersion call whose traceparent the plan carries, so it joins the publishe
 linked to the publish.
 
 Control: rank 0 asks the coordinator what to do next (a long poll that answers as soon as
-a version is published or a replica joins) and broadcasts the decision, so all
-ranks run the same job: a global update for a new version, or a P2P push of the current
+a version is published or a replica joins), fetches the version's plan and broadcasts both,
+so all ranks run the same job: a global update for a new version, or a P2P push of the current
 version to replicas that joined late (only the owners of buckets send, point to point, to
 the worker serving the replica; no global broadcast).
 """
@@ -107,6 +109,7 @@ class Job:
     kind: str  # "idle", "update", "p2p", "stop"
     version: int = 0
     replicas: list[tuple[str, str]] = field(default_factory=list)  # (worker id, address)
+    plan: bytes = b""  # the version's serialized GetVersionPlanResponse, fetched once by rank 0
 
 
 @dataclass
@@ -227,7 +230,7 @@ class EngineWorker:
     def run(self) -> None:
         """Serve jobs until stopped (rank 0 decides) or a collective fails."""
         while True:
-            job = [self._next_job() if self.rank == 0 else None]
+            job = [self._next_job_with_plan() if self.rank == 0 else None]
             self._collective(dist.broadcast_object_list, job, src=0)
             current: Job = job[0]  # type: ignore[assignment]
             if current.kind == "stop":
@@ -235,6 +238,18 @@ class EngineWorker:
             if current.kind == "idle":  # rank 0 already waited for a change (long poll)
                 continue
             self._execute(current)
+
+    def _next_job_with_plan(self) -> Job:
+        """Rank 0's next job, with the plan of its version: one plan fetch for the group."""
+        job = self._next_job()
+        if job.kind in ("update", "p2p"):
+            try:
+                job.plan = self._coordinator.GetVersionPlan(ce.GetVersionPlanRequest(version=job.version),
+                                                            timeout=self.settings.client_timeout_s).SerializeToString()
+            except grpc.RpcError as error:
+                log.warning("could not fetch the plan of version %s: %s", job.version, error.details())
+                return Job("idle")
+        return job
 
     def _next_job(self) -> Job:
         if self._stop.is_set():
@@ -262,8 +277,7 @@ class EngineWorker:
 
     def _execute(self, job: Job) -> None:
         self._attempted.update((replica, job.version) for replica, _ in job.replicas)
-        plan = self._coordinator.GetVersionPlan(ce.GetVersionPlanRequest(version=job.version),
-                                                timeout=self.settings.client_timeout_s)
+        plan = ce.GetVersionPlanResponse.FromString(job.plan)
         try:
             self.update(plan, job.replicas, p2p=job.kind == "p2p")
         except CollectiveFailure as failure:
@@ -309,28 +323,29 @@ class EngineWorker:
             source.keep_only(plan.buckets)
         serving = {i % self.world_size for i in range(len(replicas))}
         mine = [r for i, r in enumerate(replicas) if i % self.world_size == self.rank]
-        # two_stage on one node: replicas read the share buffers, announced once they are filled
+        # two_stage on one node: replicas read the share buffers while they are being filled
         direct = self._shared is not None and self.settings.pipeline == "two_stage"
-        sessions = [] if direct else self._open_sessions(plan.version, len(buckets), mine)
+        sessions: list[ReplicaSession] = [] if direct else self._open_sessions(plan.version, len(buckets), mine)
+        started: grpc.Future | None = None
         try:
-            if p2p and self._retained[0] == version:
-                owned = self._retained[1]  # the trainer may have reused its buffers since
-            elif self.settings.pipeline == "two_stage":
-                with self._span("gather"):
-                    owned = self._gather(plan, buckets, source, times)
+            retained = self._retained[1] if p2p and self._retained[0] == version else None
+            if direct:
+                owned, started = self._gather_and_serve(plan, buckets, source, retained, mine, sessions, times, p2p)
             else:
-                owned = {}
-            if not p2p:
-                self._report(version, ce.VERSION_PHASE_DISTRIBUTING, 0, times)
-            with self._span("broadcast"):  # and the replicas' reloads, which overlap it
-                if direct:
-                    shares, digests = self._exchange_shares(plan, owned, times)
-                    sessions = self._open_sessions(plan.version, len(buckets), mine, shares)
-                    self._serve_shares(buckets, digests, sessions, times)
-                elif self._shared is not None:
-                    self._distribute_shared(plan, buckets, source, owned, sessions, times)
+                if retained is not None:
+                    owned = retained  # the trainer may have reused its buffers since
+                elif self.settings.pipeline == "two_stage":
+                    with self._span("gather"):
+                        owned = self._gather(plan, buckets, source, times)
                 else:
-                    self._distribute(plan, buckets, source, owned, sessions, times, serving if p2p else None)
+                    owned = {}
+                if not p2p:
+                    started = self._report_started(version, times)
+                with self._span("broadcast"):  # and the replicas' reloads, which overlap it
+                    if self._shared is not None:
+                        self._distribute_shared(plan, buckets, source, owned, sessions, times)
+                    else:
+                        self._distribute(plan, buckets, source, owned, sessions, times, serving if p2p else None)
             self._retained = (version, owned) if owned else (0, {})
             start = time.perf_counter()
             with self._span("commit"):
@@ -346,6 +361,8 @@ class EngineWorker:
         finally:
             if source is not self._trainer_source:
                 source.close()
+        if started is not None:
+            self._settle(started, version)
         self._report_replicas(version, sessions)
         if not p2p:
             self._report(version, ce.VERSION_PHASE_COMPLETE, sum(b.byte_size for b in buckets), times)
@@ -387,56 +404,102 @@ class EngineWorker:
         assert self._shared is not None
         return len(self._shared) + rank
 
-    def _gather(self, plan: ce.GetVersionPlanResponse, buckets: list[BucketLayout], source: object,
-                times: PhaseTimes) -> dict[int, torch.Tensor]:
-        """Two-stage step 1: copy this worker's whole share in one go (the H2D stage) into its
-        share buffer (shared memory, reused while large enough)."""
-        start = time.perf_counter()
-        offsets = self._share_offsets(buckets)
-        mine = [b for b in buckets if self._owner(b.index) == self.rank]
-        total = max((offsets[b.index] + b.byte_size for b in mine), default=1)
+    def _share_buffer(self, buckets: list[BucketLayout], offsets: dict[int, int]) -> SharedBuffer:
+        """This worker's share buffer (shared memory), reused while large enough."""
+        total = max((offsets[b.index] + b.byte_size for b in buckets if self._owner(b.index) == self.rank), default=1)
         if self._share is None or self._share.byte_size < total:
             if self._share is not None:
                 self._share.close()  # views retained for P2P keep the old mapping alive
             self._share = create_buffer(total, f"ce.r{self.rank}.share")
+        return self._share
+
+    def _gather(self, plan: ce.GetVersionPlanResponse, buckets: list[BucketLayout], source: object,
+                times: PhaseTimes) -> dict[int, torch.Tensor]:
+        """Two-stage step 1 (broadcast data path): copy this worker's whole share in one go
+        (the H2D stage) into its share buffer."""
+        start = time.perf_counter()
+        offsets = self._share_offsets(buckets)
+        share = self._share_buffer(buckets, offsets)
         owned = {}
-        for bucket in mine:
-            region = self._share.tensor[offsets[bucket.index]:offsets[bucket.index] + bucket.byte_size]
-            self._load(plan, bucket, source, region, times)
-            owned[bucket.index] = region
+        for bucket in buckets:
+            if self._owner(bucket.index) == self.rank:
+                region = share.tensor[offsets[bucket.index]:offsets[bucket.index] + bucket.byte_size]
+                self._load(plan, bucket, source, region, times)
+                owned[bucket.index] = region
         times.seconds["gather"] += time.perf_counter() - start
         return owned
 
-    def _exchange_shares(self, plan: ce.GetVersionPlanResponse, owned: dict[int, torch.Tensor],
-                         times: PhaseTimes) -> tuple[list[BufferDescriptor], dict[int, bytes]]:
-        """Two-stage on one node: every worker's share buffer, and the digests of disk buckets
-        (a checkpoint plan has none). The all_gather doubles as "every share is gathered"."""
-        start = time.perf_counter()
-        digests = {}
-        if plan.HasField("checkpoint"):
-            digests = {index: compute_checksum(region, ChecksumAlgorithm.SUM64).digest for index, region in owned.items()}
-        assert self._share is not None
-        everyone: list[tuple[BufferDescriptor, dict[int, bytes]] | None] = [None] * self.world_size
-        self._collective(dist.all_gather_object, everyone, (describe_shm(self._share), digests))
-        times.seconds["broadcast"] += time.perf_counter() - start
-        merged = {index: digest for _, theirs in everyone for index, digest in theirs.items()}  # type: ignore[misc]
-        return [share for share, _ in everyone], merged  # type: ignore[misc]
+    def _gather_and_serve(self, plan: ce.GetVersionPlanResponse, buckets: list[BucketLayout], source: object,
+                          retained: dict[int, torch.Tensor] | None, replicas: list[tuple[str, str]],
+                          sessions: list[ReplicaSession], times: PhaseTimes, p2p: bool
+                          ) -> tuple[dict[int, torch.Tensor], grpc.Future | None]:
+        """Two-stage on one node, gather and reload pipelined across processes. Round r is
+        buckets r*W .. r*W+W-1, one per worker: every worker copies its bucket of the round
+        into its share buffer (all in parallel), one W-word all_reduce says "the round is
+        written" (and carries the digests of disk buckets), then every replica is told the
+        round's buckets, where they sit in their owners' share buffers, and reloads them
+        while the next round is gathered. Nothing in a share buffer is overwritten before
+        the version ends, so a slow replica never holds the workers back.
 
-    def _serve_shares(self, buckets: list[BucketLayout], digests: dict[int, bytes], sessions: list[ReplicaSession],
-                      times: PhaseTimes) -> None:
-        """Name every bucket at its place in its owner's share buffer; replicas reload at their
-        own pace (nothing is overwritten before the version ends)."""
+        Returns this worker's gathered (or ``retained``) buckets and the pending DISTRIBUTING
+        report (sent once the first round is out, without waiting for its answer)."""
+        gather_span = self._tracer.start_span("engine_worker.gather")  # overlaps broadcast; ends once all is gathered
+        try:
+            with self._span("broadcast"):
+                return self._pipeline_shares(plan, buckets, source, retained, replicas, sessions, times, p2p, gather_span)
+        finally:
+            if gather_span.is_recording():  # the update failed before every share was gathered
+                gather_span.end()
+
+    def _pipeline_shares(self, plan: ce.GetVersionPlanResponse, buckets: list[BucketLayout], source: object,
+                         retained: dict[int, torch.Tensor] | None, replicas: list[tuple[str, str]],
+                         sessions: list[ReplicaSession], times: PhaseTimes, p2p: bool, gather_span: trace.Span
+                         ) -> tuple[dict[int, torch.Tensor], grpc.Future | None]:
+        world, seconds = self.world_size, times.seconds
         offsets = self._share_offsets(buckets)
-        for bucket in buckets:
-            if bucket.index in digests:
-                bucket = bucket.with_checksum(Checksum(ChecksumAlgorithm.SUM64, digests[bucket.index]))
-                buckets[bucket.index] = bucket
-            for session in sessions:
-                session.send_bucket(bucket, self._share_slot(self._owner(bucket.index)), offsets[bucket.index])
+        share = self._share_buffer(buckets, offsets)
+        everyone: list[BufferDescriptor | None] = [None] * world
+        start = time.perf_counter()
+        self._collective(dist.all_gather_object, everyone, describe_shm(share))
+        seconds["broadcast"] += time.perf_counter() - start
+        sessions.extend(self._open_sessions(plan.version, len(buckets), replicas, everyone))  # type: ignore[arg-type]
+        from_disk = plan.HasField("checkpoint")
+        owned = dict(retained or {})
+        digests = torch.zeros(world, dtype=torch.int64)
+        started = None
+        for first in range(0, len(buckets), world):
+            digests.zero_()
+            index = first + self.rank
+            if index < len(buckets):
+                if index not in owned:
+                    start = time.perf_counter()
+                    region = share.tensor[offsets[index]:offsets[index] + buckets[index].byte_size]
+                    self._load(plan, buckets[index], source, region, times)
+                    owned[index] = region
+                    seconds["gather"] += time.perf_counter() - start
+                if from_disk:
+                    digest = compute_checksum(owned[index], ChecksumAlgorithm.SUM64).digest
+                    digests[self.rank] = torch.frombuffer(bytearray(digest), dtype=torch.int64)[0]
+            start = time.perf_counter()
+            self._collective(dist.all_reduce, digests)  # each owner's digest; everyone else adds 0
+            seconds["broadcast"] += time.perf_counter() - start
+            for bucket in buckets[first:first + world]:
+                owner = self._owner(bucket.index)
+                if from_disk:
+                    bucket = bucket.with_checksum(Checksum(ChecksumAlgorithm.SUM64, digests[owner].numpy().tobytes()))
+                    buckets[bucket.index] = bucket
+                for session in sessions:
+                    session.send_bucket(bucket, self._share_slot(owner), offsets[bucket.index])
+            if started is None and not p2p:
+                started = self._report_started(plan.version.version, times)
+        gather_span.end()
+        if started is None and not p2p:  # a plan without buckets
+            started = self._report_started(plan.version.version, times)
         wait = time.perf_counter()
         for session in sessions:
             session.wait_acked(len(buckets) - 1)
-        times.seconds["reload_wait"] += time.perf_counter() - wait
+        seconds["reload_wait"] += time.perf_counter() - wait
+        return owned, started
 
     def _load(self, plan: ce.GetVersionPlanResponse, bucket: BucketLayout, source: object, out: torch.Tensor,
               times: PhaseTimes) -> None:
@@ -611,6 +674,22 @@ class EngineWorker:
                                                   bytes_gathered=times.bytes_gathered if times else 0)
         try:
             self._coordinator.ReportVersionProgress(request, timeout=self.settings.client_timeout_s)
+        except grpc.RpcError as rpc_error:
+            log.warning("could not report progress of version %s: %s", version, rpc_error.details())
+
+    def _report_started(self, version: int, times: PhaseTimes) -> grpc.Future:
+        """Report DISTRIBUTING without waiting for the answer (``_settle`` collects it): the
+        update goes on meanwhile instead of stalling a round trip."""
+        request = ce.ReportVersionProgressRequest(reporter_worker_id=self._worker_id, version=version,
+                                                  phase=ce.VERSION_PHASE_DISTRIBUTING, phase_seconds=times.seconds,
+                                                  bytes_gathered=times.bytes_gathered)
+        return self._coordinator.ReportVersionProgress.future(request, timeout=self.settings.client_timeout_s)
+
+    def _settle(self, report: grpc.Future, version: int) -> None:
+        """Wait for a report from ``_report_started`` (before the replicas' outcomes, which
+        the coordinator reads after it)."""
+        try:
+            report.result()
         except grpc.RpcError as rpc_error:
             log.warning("could not report progress of version %s: %s", version, rpc_error.details())
 
