@@ -59,11 +59,33 @@ def truncate_metrics(path: Path, after_step: int) -> None:
 def pretrain(options: PretrainOptions, on_step: Callable[[dict[str, Any]], None] = lambda record: None) -> int:
     """Run (or resume) pretraining to ``options.steps``; returns the final step."""
     corpus = WindowCorpus(options.data, options.seq_len, seed=options.seed)
-    checkpoints = options.out / "checkpoints"
-    metrics_file = options.out / "metrics.jsonl"
-    options.out.mkdir(parents=True, exist_ok=True)
-    local = start_job(JobSpec(model=options.model, training=options.training_config(), device=options.device,
-                              nproc=options.nproc))
+
+    def step(job: Any, cursor: int) -> dict[str, Any]:
+        metrics = job.train_lm(corpus.batch(cursor, options.batch_size))
+        record = step_record(metrics)
+        if options.eval_every and metrics.step % options.eval_every == 0:
+            record["eval_loss"] = job.eval_lm(corpus.eval_batch())
+        return record
+
+    spec = JobSpec(model=options.model, training=options.training_config(), device=options.device,
+                   nproc=options.nproc)
+    return run_resumable(spec, options.out, steps=options.steps, batch_size=options.batch_size,
+                         save_every=options.save_every, step=step, on_step=on_step)
+
+
+def run_resumable(spec: JobSpec, out: Path, *, steps: int, batch_size: int, save_every: int,
+                  step: Callable[[Any, int], dict[str, Any]],
+                  on_step: Callable[[dict[str, Any]], None]) -> int:
+    """The durable loop shared by ``k2rl train pretrain`` and ``sft`` (see module docstring).
+
+    ``step(job, cursor)`` trains on the batch at data position ``cursor`` and returns the
+    step's metrics record; the cursor advances by ``batch_size`` and is saved with each
+    checkpoint so a resumed run continues with the data it had not seen.
+    """
+    checkpoints = out / "checkpoints"
+    metrics_file = out / "metrics.jsonl"
+    out.mkdir(parents=True, exist_ok=True)
+    local = start_job(spec)
     job = local.job
     try:
         cursor = 0
@@ -72,16 +94,13 @@ def pretrain(options: PretrainOptions, on_step: Callable[[dict[str, Any]], None]
             cursor = int(loaded.cursor or 0)
         truncate_metrics(metrics_file, job.engine.step)
         with metrics_file.open("a") as log:
-            while job.engine.step < options.steps:
-                metrics = job.train_lm(corpus.batch(cursor, options.batch_size))
-                cursor += options.batch_size
-                record = step_record(metrics)
-                if options.eval_every and metrics.step % options.eval_every == 0:
-                    record["eval_loss"] = job.eval_lm(corpus.eval_batch())
+            while job.engine.step < steps:
+                record = step(job, cursor)
+                cursor += batch_size
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 on_step(record)
-                if metrics.step % options.save_every == 0 or metrics.step == options.steps:
+                if record["step"] % save_every == 0 or record["step"] == steps:
                     job.save(checkpoints, include_optimizer=True, cursor=cursor)
         return job.engine.step
     finally:

@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from k2rl.models.tokenizer import load_tokenizer
-from k2rl.trainer.checkpointing import complete_steps
 from k2rl.trainer.config import TrainingConfig
 from k2rl.trainer.data import LMSequence
-from k2rl.trainer.launch import JobSpec, start_job
-from k2rl.trainer.pretrain import step_record, truncate_metrics
+from k2rl.trainer.launch import JobSpec
+from k2rl.trainer.pretrain import run_resumable, step_record
 
 
 @dataclass(frozen=True)
@@ -120,28 +119,11 @@ def _batch(sequences: list[LMSequence], cursor: int, size: int, seed: int) -> li
 def sft(options: SFTOptions, on_step: Callable[[dict[str, Any]], None] = lambda record: None) -> int:
     """Run (or resume) SFT to ``options.steps``; returns the final step."""
     sequences = load_chat_dataset(options.data, load_tokenizer(options.tokenizer or options.model), options.max_seq_len)
-    checkpoints = options.out / "checkpoints"
-    metrics_file = options.out / "metrics.jsonl"
-    options.out.mkdir(parents=True, exist_ok=True)
-    local = start_job(JobSpec(model=options.model, training=options.training_config(), device=options.device,
-                              nproc=options.nproc))
-    job = local.job
-    try:
-        cursor = 0
-        if complete_steps(checkpoints):
-            loaded = job.load(checkpoints, load_optimizer=True)
-            cursor = int(loaded.cursor or 0)
-        truncate_metrics(metrics_file, job.engine.step)
-        with metrics_file.open("a") as log:
-            while job.engine.step < options.steps:
-                metrics = job.train_lm(_batch(sequences, cursor, options.batch_size, options.seed), loss_kind="sft")
-                cursor += options.batch_size
-                record = step_record(metrics)
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                on_step(record)
-                if metrics.step % options.save_every == 0 or metrics.step == options.steps:
-                    job.save(checkpoints, include_optimizer=True, cursor=cursor)
-        return job.engine.step
-    finally:
-        local.close()
+
+    def step(job: Any, cursor: int) -> dict[str, Any]:
+        return step_record(job.train_lm(_batch(sequences, cursor, options.batch_size, options.seed), loss_kind="sft"))
+
+    spec = JobSpec(model=options.model, training=options.training_config(), device=options.device,
+                   nproc=options.nproc)
+    return run_resumable(spec, options.out, steps=options.steps, batch_size=options.batch_size,
+                         save_every=options.save_every, step=step, on_step=on_step)
