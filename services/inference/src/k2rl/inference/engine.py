@@ -37,6 +37,7 @@ from k2rl.inference.weights import (
     StandbyWeights,
     WeightStager,
     WeightUpdateOutcome,
+    unnecessary_update,
 )
 from k2rl.models import CausalLM, KVCache
 from k2rl.models.kv_cache import bytes_per_token
@@ -451,10 +452,9 @@ class Engine:
 
     def begin_weight_update(self, version: int) -> WeightStager | WeightUpdateOutcome:
         """A stager for ``version``, or the outcome that makes staging unnecessary."""
-        if self.has_weights and version == self.weight_version:
-            return WeightUpdateOutcome.ALREADY_CURRENT
-        if version < self.weight_version:
-            return WeightUpdateOutcome.STALE_VERSION
+        skip = unnecessary_update(version, served_version=self.weight_version, has_weights=self.has_weights)
+        if skip is not None:
+            return skip
         if self.sleep_state in (SleepState.LEVEL_1, SleepState.LEVEL_2):
             self.wake_up([MemoryPool.WEIGHTS])
         return WeightStager(self.model, version, self.standby_weights)

@@ -72,6 +72,7 @@ from k2rl.inference.weights import (
     LayoutMismatch,
     WeightUpdateOutcome,
     served_tensors,
+    unnecessary_update,
 )
 from k2rl.models import CausalLM, ModelConfig, build_model
 from k2rl.models.tokenizer import Tokenizer
@@ -542,10 +543,9 @@ class VllmEngine:
 
     def begin_weight_update(self, version: int) -> WorkerWeightUpdate | WeightUpdateOutcome:
         """An update the workers will receive, or the outcome that makes it unnecessary."""
-        if self.has_weights and version == self.weight_version:
-            return WeightUpdateOutcome.ALREADY_CURRENT
-        if version < self.weight_version:
-            return WeightUpdateOutcome.STALE_VERSION
+        skip = unnecessary_update(version, served_version=self.weight_version, has_weights=self.has_weights)
+        if skip is not None:
+            return skip
         if self.sleep_state in (SleepState.LEVEL_1, SleepState.LEVEL_2):
             self.wake_up([MemoryPool.WEIGHTS])
         shapes = {name: tuple(tensor.shape) for name, tensor in served_tensors(self.model).items()}

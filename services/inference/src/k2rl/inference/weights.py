@@ -36,6 +36,18 @@ class WeightUpdateOutcome(enum.Enum):
     TRANSFER_FAILED = "transfer_failed"
 
 
+def unnecessary_update(version: int, *, served_version: int, has_weights: bool) -> WeightUpdateOutcome | None:
+    """Why an update to ``version`` needs no staging (ALREADY_CURRENT / STALE_VERSION), or None.
+
+    One rule for every backend: re-sending the served version is a no-op, an older one is refused.
+    """
+    if has_weights and version == served_version:
+        return WeightUpdateOutcome.ALREADY_CURRENT
+    if version < served_version:
+        return WeightUpdateOutcome.STALE_VERSION
+    return None
+
+
 class InFlightPolicy(enum.Enum):
     """What a weight swap does with requests that are running (proto ``InFlightPolicy``).
 

@@ -79,16 +79,26 @@ def _arithmetic(options: dict[str, str], dataset: str, seed: int, services: Envi
     return EnvironmentSetup(ArithmeticEnvironment, ArithmeticTasks(parsed), ArithmeticTasks(parsed, held_out=True))
 
 
+def _load_dataset(dataset: str, seed: int,
+                  check_row: Callable[[dict[str, Any], str], None] | None = None) -> JsonlTasks:
+    """The JSONL dataset at ``dataset``, every row checked by ``check_row`` up front."""
+    try:
+        tasks = JsonlTasks(dataset, seed)
+    except OSError as error:
+        raise ValueError(f"cannot read dataset {dataset}: {error.strerror}") from None
+    if check_row is not None:
+        for index in range(len(tasks)):
+            check_row(tasks.task(index).reference, f"{dataset} (task {index})")
+    return tasks
+
+
 def _judged(env_type: type[MathEnvironment] | type[CodeEnvironment]) -> Builder:
     def build(options: dict[str, str], dataset: str, seed: int, services: EnvironmentServices) -> EnvironmentSetup:
         if services.judge is None:
             raise ValueError(f"the {env_type.name} environment needs the judge service")
         if not dataset:
             raise ValueError(f"the {env_type.name} environment needs a dataset (a JSONL file)")
-        try:
-            tasks = JsonlTasks(dataset, seed)
-        except OSError as error:
-            raise ValueError(f"cannot read dataset {dataset}: {error.strerror}") from None
+        tasks = _load_dataset(dataset, seed)
         timeout_s = float(options.get("judge_timeout_s", 60))
         return EnvironmentSetup(lambda: env_type(services.judge, timeout_s), tasks)
     return build
@@ -112,13 +122,7 @@ def _instruction_following(options: dict[str, str], dataset: str, seed: int,
     if not dataset:
         parsed = InstructionOptions.from_options(options, seed)
         return EnvironmentSetup(episode, InstructionTasks(parsed), InstructionTasks(parsed, held_out=True))
-    try:
-        tasks = JsonlTasks(dataset, seed)
-    except OSError as error:
-        raise ValueError(f"cannot read dataset {dataset}: {error.strerror}") from None
-    for index in range(len(tasks)):
-        check_dataset_row(tasks.task(index).reference, f"{dataset} (task {index})")
-    return EnvironmentSetup(episode, tasks)
+    return EnvironmentSetup(episode, _load_dataset(dataset, seed, check_dataset_row))
 
 
 register("instruction_following", _instruction_following)
@@ -131,12 +135,7 @@ def _tool_use(options: dict[str, str], dataset: str, seed: int, services: Enviro
     if not dataset:
         raise ValueError("the tool_use environment needs a dataset: the rl_environment.jsonl of a k2rl synth run")
     parsed = ToolUseOptions.from_options(options)
-    try:
-        tasks = JsonlTasks(dataset, seed)
-    except OSError as error:
-        raise ValueError(f"cannot read dataset {dataset}: {error.strerror}") from None
-    for index in range(len(tasks)):
-        check_tool_use_row(tasks.task(index).reference, f"{dataset} (task {index})")
+    tasks = _load_dataset(dataset, seed, check_tool_use_row)
     return EnvironmentSetup(lambda: ToolUseEnvironment(services.judge, parsed), tasks)
 
 
