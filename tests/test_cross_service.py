@@ -11,9 +11,9 @@ import grpc
 import pytest
 import yaml
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.trace import SpanKind
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from k2rl.controller.v1 import controller_pb2, controller_pb2_grpc
 from k2rl.core.client import ClientOptions, close_stub, create_stub

@@ -37,13 +37,9 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCl
         "judge": {"critic_base_url": base_url, "critic_model": "k2-nano", "critic_max_tokens": 8,
                   "critic_timeout_s": 60, "math_workers": 1},
     }))
-    cluster = LocalCluster(("inference", "judge"), config_file=config, free_ports=True, log_dir=directory / "logs")
-    cluster.start()
-    try:
-        cluster.wait_until_serving(120)
+    with LocalCluster(("inference", "judge"), config_file=config, free_ports=True,
+                      log_dir=directory / "logs").serving(120) as cluster:
         yield cluster, base_url
-    finally:
-        cluster.stop()
 
 
 def _finished_requests(cluster: LocalCluster) -> float:

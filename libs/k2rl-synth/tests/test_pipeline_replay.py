@@ -40,13 +40,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, replay: ReplayServer) -> I
     config = directory / "services.yaml"
     config.write_text(yaml.safe_dump({"judge": {"critic_base_url": replay.base_url, "critic_model": "replay",
                                                 "critic_timeout_s": 30, "math_workers": 1}}))
-    cluster = LocalCluster(("sandbox", "judge"), config_file=config, free_ports=True, log_dir=directory / "logs")
-    cluster.start()
-    try:
-        cluster.wait_until_serving(90)
+    with LocalCluster(("sandbox", "judge"), config_file=config, free_ports=True,
+                      log_dir=directory / "logs").serving(90) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def synth_config(out_dir: Path, replay: ReplayServer, cluster: LocalCluster, **changes) -> dict:

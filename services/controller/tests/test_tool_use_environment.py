@@ -12,8 +12,8 @@ import pytest
 from k2rl.controller.environments import EnvironmentServices, build_environment, registered
 from k2rl.core.client import close_stub, create_stub
 from k2rl.core.launcher import LocalCluster
-from k2rl.models.tokenizer import ByteTokenizer
 from k2rl.judge.v1 import judge_pb2_grpc
+from k2rl.models.tokenizer import ByteTokenizer
 from k2rl.synth.agents import AgentSpec
 from k2rl.synth.outputs import rl_environment_record, write_jsonl
 from k2rl.synth.simulators import OutcomeWeights
@@ -30,16 +30,12 @@ WORLD = Cassette.from_dict({"rules": [{"name": "world", "system_contains": "worl
 
 @pytest.fixture(scope="module")
 def judge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[judge_pb2_grpc.JudgeServiceStub]:
-    cluster = LocalCluster(("sandbox", "judge"), free_ports=True, log_dir=tmp_path_factory.mktemp("logs"))
-    cluster.start()
-    try:
-        cluster.wait_until_serving(90)
+    logs = tmp_path_factory.mktemp("logs")
+    with LocalCluster(("sandbox", "judge"), free_ports=True, log_dir=logs).serving(90) as cluster:
         stub = create_stub(judge_pb2_grpc.JudgeServiceStub, cluster.settings["judge"].address,
                            cluster.client_options())
         yield stub
         close_stub(stub)
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture()

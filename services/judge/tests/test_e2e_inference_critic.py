@@ -51,13 +51,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         "judge": {"critic_base_url": f"http://127.0.0.1:{http_port}/v1", "critic_model": "k2-nano",
                   "critic_max_tokens": MAX_TOKENS, "critic_timeout_s": 60, "math_workers": 1},
     }))
-    cluster = LocalCluster(("inference", "judge"), config_file=config, free_ports=True, log_dir=directory / "logs")
-    cluster.start()
-    try:
-        cluster.wait_until_serving(90)
+    with LocalCluster(("inference", "judge"), config_file=config, free_ports=True,
+                      log_dir=directory / "logs").serving(90) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="module")

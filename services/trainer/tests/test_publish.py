@@ -23,14 +23,14 @@ from safetensors import safe_open
 from k2rl.checkpoint_engine.v1 import checkpoint_engine_pb2 as ce
 from k2rl.checkpoint_engine.v1 import checkpoint_engine_pb2_grpc
 from k2rl.common.v1 import common_pb2
+from k2rl.core.errors import InvalidArgument
 from k2rl.core.testing import free_loopback_port, serve_in_process
 from k2rl.inference.v1 import inference_pb2, inference_pb2_grpc
-from k2rl.core.errors import InvalidArgument
 from k2rl.trainer.config import TrainingConfig
 from k2rl.trainer.publish import checksum_algorithm
 from k2rl.trainer.service import SERVICE as TRAINER
-from k2rl.weights import ChecksumAlgorithm
 from k2rl.trainer.v1 import trainer_pb2, trainer_pb2_grpc
+from k2rl.weights import ChecksumAlgorithm
 
 K2RL = [sys.executable, "-m", "k2rl.core.cli"]
 BUCKET = 4 << 20  # k2-nano is ~25 MB: several buckets per rank

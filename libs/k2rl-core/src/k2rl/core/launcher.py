@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,6 +143,16 @@ class LocalCluster:
                 self.stop()
                 raise
             self.launched[name] = LaunchedService(name, settings, None, self.log_dir / f"{name}.log", runtime)
+
+    @contextmanager
+    def serving(self, timeout_s: float = 60.0) -> Iterator[LocalCluster]:
+        """Start, wait until every service is SERVING, yield the cluster; stop it on the way out."""
+        self.start()
+        try:
+            self.wait_until_serving(timeout_s)
+            yield self
+        finally:
+            self.stop()
 
     def wait_until_serving(self, timeout_s: float = 60.0) -> list[HealthProbe]:
         """Block until every service is SERVING; raise ServiceExited if one dies first."""
