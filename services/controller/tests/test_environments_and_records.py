@@ -13,11 +13,13 @@ from k2rl.controller.environments.judged import JsonlTasks
 from k2rl.controller.experiment import RunDirectory, iteration_metrics, load_experiment
 from k2rl.controller.run_store import RunStore
 from k2rl.controller.scheduler.batching import enforce_staleness, split_stale, split_steps
+from k2rl.controller.scheduler.loop import applied_before_restart
 from k2rl.controller.scheduler.schedules import temperature_at
 from k2rl.controller.trajectories import PromptGroup, Sample, SampleStatus, SpanRole
 from k2rl.controller.v1 import controller_pb2 as pb
 from k2rl.core.store import SqliteStore, VersionConflict
 from k2rl.models.tokenizer import ByteTokenizer
+from k2rl.trainer.v1 import trainer_pb2
 
 DEMO = Path(__file__).parents[3] / "configs" / "demo.yaml"
 
@@ -146,6 +148,16 @@ def test_demo_config_parses_and_run_directory_writes_metrics_and_plot(tmp_path: 
     assert [x["arithmetic/reward_mean"] for x in lines] == [0.2, 0.5] and lines[0]["phase_ms/rollout"] == 5
     assert directory.plot_rewards().stat().st_size > 0
     assert load_experiment(tmp_path / "r" / "config.yaml").run == config
+
+
+def test_a_step_applied_before_a_restart_is_recorded_without_figures() -> None:
+    measured = trainer_pb2.TrainStepMetrics(step=4, loss_kind=trainer_pb2.LOSS_KIND_RL_K15, policy_loss=0.25,
+                                            trained_tokens=96)
+    lost = applied_before_restart(4)
+    assert lost.step == 5 and lost.trained_tokens == 0
+    line = iteration_metrics(pb.IterationRecord(iteration=2, train_steps=[measured, lost]))
+    assert line["train/step"] == 5 and line["train/policy_loss"] == 0.25  # the loss of the last measured step
+    assert "train/policy_loss" not in iteration_metrics(pb.IterationRecord(iteration=3, train_steps=[lost]))
 
 
 def test_split_stale_restarts_samples_older_than_the_version_lag() -> None:

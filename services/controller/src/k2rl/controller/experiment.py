@@ -134,8 +134,10 @@ def iteration_metrics(record: pb.IterationRecord) -> dict[str, Any]:
         line[f"{env.name}/pass_rate"] = env.pass_rate
         line[f"{env.name}/mean_response_tokens"] = env.mean_response_tokens
     if record.train_steps:
-        line["train/policy_loss"] = record.train_steps[-1].policy_loss
         line["train/step"] = record.train_steps[-1].step
+        measured = [step for step in record.train_steps if step.trained_tokens]  # not applied_before_restart
+        if measured:
+            line["train/policy_loss"] = measured[-1].policy_loss
     return line
 
 

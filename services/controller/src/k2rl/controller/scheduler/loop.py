@@ -9,7 +9,7 @@ paused or finished; the train batch (group keys and the trainer step it starts f
 before the first TrainStep. A restarted loop therefore redoes at most the interrupted
 phase: an unrecorded rollout continues from the buffer, an unrecorded training phase
 retrains the *same* batch, and TrainStep's expected_step skips steps the trainer already
-applied. The iteration is recorded by one atomic commit (``RunStore.commit_iteration``).
+applied (the iteration record still lists them, without figures: see applied_before_restart). The iteration is recorded by one atomic commit (``RunStore.commit_iteration``).
 Disaggregated mode (``colocated=False``) skips Sleep/WakeUp and Onload/Offload.
 """
 
@@ -52,6 +52,13 @@ from k2rl.trainer.v1 import trainer_pb2
 
 logger = logging.getLogger(__name__)
 Phase = pb.IterationPhase
+
+
+def applied_before_restart(expected_step: int) -> trainer_pb2.TrainStepMetrics:
+    """The record of an RL step the trainer applied before the controller crashed: its step
+    number only, since its figures died with the interrupted TrainStep call
+    (``trained_tokens`` 0 marks it)."""
+    return trainer_pb2.TrainStepMetrics(step=expected_step + 1, loss_kind=trainer_pb2.LOSS_KIND_RL_K15)
 
 
 class StopRequested(Exception):
@@ -284,6 +291,7 @@ class IterationLoop:
                 if current > expected:
                     logger.info("iteration %d step %d already applied by the trainer; not retraining", iteration,
                                 expected)
+                    metrics.append(applied_before_restart(expected))
                     continue
                 response = self.clients.trainer.TrainStep(
                     self._train_requests(iteration, expected, step_groups, index), timeout=self.options.rpc_timeout_s)
